@@ -1,0 +1,70 @@
+/**
+ * The HTTP application factory. It never listens: `bun run api` and tests
+ * (through `app.handle(new Request(...))`) decide how it is served.
+ */
+import { Elysia } from "elysia";
+import { openapi } from "@elysiajs/openapi";
+import type { AppDeps } from "./deps.ts";
+import { jsonBody } from "./body.ts";
+import { toErrorResponse } from "./errors.ts";
+import { AppError } from "../core/errors.ts";
+import { systemRoutes } from "./system/index.ts";
+import { taxonomyRoutes } from "./taxonomies/index.ts";
+import { documentRoutes } from "./documents/index.ts";
+import { agentRoutes } from "./agents/index.ts";
+
+export const API_PREFIX = "/api/v1";
+
+/**
+ * Authentication runs on request arrival, before routing, parsing and
+ * validation: an unauthenticated caller learns nothing but 401.
+ */
+function apiKeyGuard(deps: AppDeps) {
+  return async ({ request }: { request: Request }) => {
+    const path = new URL(request.url).pathname;
+    if (path !== API_PREFIX && !path.startsWith(`${API_PREFIX}/`)) return;
+    const key = request.headers.get("x-api-key");
+    if (!key) throw new AppError("unauthorized", "missing X-API-Key header");
+    if (!(await deps.keys.verify(key))) throw new AppError("unauthorized", "unknown or revoked API key");
+  };
+}
+
+export function createApp(deps: AppDeps) {
+  const api = new Elysia({ prefix: API_PREFIX })
+    .use(taxonomyRoutes(deps))
+    .use(documentRoutes(deps))
+    .use(agentRoutes(deps));
+
+  return new Elysia({ name: "agentq", normalize: false })
+    .use(
+      openapi({
+        path: "/swagger",
+        provider: "swagger-ui",
+        documentation: {
+          info: {
+            title: "agentq",
+            version: "0.1.0",
+            description: "Background coverage refreshes for knowledge agents. Every /api/v1 route needs an X-API-Key header.",
+          },
+          components: {
+            securitySchemes: { apiKey: { type: "apiKey", in: "header", name: "X-API-Key" } },
+          },
+          security: [{ apiKey: [] }],
+        },
+      }),
+    )
+    .error({ AppError })
+    .onError({ as: "global" }, ({ code, error, set, request }) => {
+      const mapped = toErrorResponse(code, error);
+      if (mapped.internal) deps.logger.error({ err: error, method: request.method, url: request.url }, "request failed");
+      set.status = mapped.status;
+      set.headers["content-type"] = "application/json";
+      return mapped.body;
+    })
+    .onRequest(apiKeyGuard(deps))
+    .use(jsonBody(deps.config.maxBodyBytes))
+    .use(systemRoutes(deps))
+    .use(api);
+}
+
+export type App = ReturnType<typeof createApp>;

@@ -1,0 +1,101 @@
+/**
+ * The one place that turns errors into HTTP responses: AppError codes, Elysia's
+ * own errors and PostgreSQL error classes all map to `{error: {code, message, details}}`.
+ */
+import { t } from "elysia";
+import { AppError, type ErrorCode } from "../core/errors.ts";
+
+export const ErrorBody = t.Object(
+  {
+    error: t.Object({
+      code: t.String({ description: "Stable machine-readable error code" }),
+      message: t.String({ description: "Human-readable explanation" }),
+      details: t.Optional(t.Unknown({ description: "Structured context, e.g. the invalid fields" })),
+    }),
+  },
+  { description: "The error shape of every non-2xx response" },
+);
+
+export const STATUS_OF: Record<ErrorCode, number> = {
+  validation_error: 400,
+  malformed_json: 400,
+  unknown_taxonomy_node: 400,
+  too_many_documents: 400,
+  unauthorized: 401,
+  not_found: 404,
+  conflict: 409,
+  payload_too_large: 413,
+  unsupported_media_type: 415,
+  taxonomy_cycle: 422,
+  dependency_unavailable: 503,
+};
+
+export interface ErrorResponse {
+  status: number;
+  body: { error: { code: string; message: string; details?: unknown } };
+}
+
+const respond = (status: number, code: string, message: string, details?: unknown): ErrorResponse => ({
+  status,
+  body: { error: details === undefined ? { code, message } : { code, message, details } },
+});
+
+interface ValidationIssue {
+  path: string;
+  message: string;
+}
+
+function validationIssues(error: unknown): ValidationIssue[] {
+  const all = (error as { all?: { path?: string; message?: string; summary?: string }[] }).all ?? [];
+  return all.slice(0, 20).map((e) => ({ path: e.path || "/", message: e.summary ?? e.message ?? "invalid" }));
+}
+
+/** PostgreSQL SQLSTATEs that mean the client sent something the database refuses. */
+const PG_CLIENT_ERRORS: Record<string, { status: number; code: string; message: string }> = {
+  "22P02": { status: 400, code: "validation_error", message: "a value has the wrong format" },
+  "22003": { status: 400, code: "validation_error", message: "a number is out of range" },
+  "22001": { status: 400, code: "validation_error", message: "a value is too long" },
+  "23514": { status: 400, code: "validation_error", message: "a value violates a constraint" },
+  "23503": { status: 400, code: "validation_error", message: "a referenced row does not exist" },
+  "23505": { status: 409, code: "conflict", message: "a row with this key already exists" },
+  "40001": { status: 409, code: "conflict", message: "a concurrent change conflicted; retry" },
+  "40P01": { status: 409, code: "conflict", message: "a concurrent change conflicted; retry" },
+};
+
+const CONNECTION_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "CONNECTION_CLOSED", "CONNECTION_ENDED", "CONNECTION_DESTROYED", "CONNECT_TIMEOUT", "57P01", "57P03", "08006", "08001"]);
+
+/**
+ * Maps any thrown value to a response. `elysiaCode` is the code Elysia gives its
+ * own errors ("VALIDATION", "PARSE", "NOT_FOUND", ...). Returns `internal` true
+ * for the ones that are our fault and must be logged.
+ */
+export function toErrorResponse(elysiaCode: string | number, error: unknown): ErrorResponse & { internal: boolean } {
+  const cause = (error as { cause?: unknown })?.cause;
+  if (error instanceof AppError) return { ...respond(STATUS_OF[error.code], error.code, error.message, error.details), internal: false };
+  if (elysiaCode === "PARSE") {
+    if (cause instanceof AppError) return { ...respond(STATUS_OF[cause.code], cause.code, cause.message, cause.details), internal: false };
+    return { ...respond(400, "malformed_json", "the request body is not valid JSON"), internal: false };
+  }
+  if (elysiaCode === "VALIDATION") {
+    // Elysia reports a query value that failed after numeric coercion as `on: "property"` without its name.
+    const raw = (error as { type?: string }).type ?? "request";
+    const on = raw === "property" ? "query" : raw;
+    const issues = validationIssues(error);
+    const first = issues[0];
+    const found = raw === "property" ? ` (value ${JSON.stringify((error as { value?: unknown }).value)})` : "";
+    const where = first && first.path !== "/" ? `${first.path} ` : "";
+    const message = first ? `invalid ${on}: ${where}${first.message}${found}` : `invalid ${on}`;
+    return { ...respond(400, "validation_error", message, { on, issues }), internal: false };
+  }
+  if (elysiaCode === "NOT_FOUND") return { ...respond(404, "not_found", "no such route"), internal: false };
+  if (elysiaCode === "INVALID_COOKIE_SIGNATURE" || elysiaCode === "INVALID_FILE_TYPE")
+    return { ...respond(400, "validation_error", String((error as Error).message)), internal: false };
+  const pgCode = (error as { code?: string })?.code;
+  if (pgCode && PG_CLIENT_ERRORS[pgCode]) {
+    const m = PG_CLIENT_ERRORS[pgCode];
+    return { ...respond(m.status, m.code, m.message, { detail: (error as { detail?: string }).detail }), internal: false };
+  }
+  if (pgCode && CONNECTION_ERRORS.has(pgCode))
+    return { ...respond(503, "dependency_unavailable", "a backing service is unavailable; retry later"), internal: true };
+  return { ...respond(500, "internal_error", "internal error"), internal: true };
+}

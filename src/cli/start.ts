@@ -1,0 +1,21 @@
+/** `bun run start`: API and supervisor in one process. */
+import { loadConfig } from "../config.ts";
+import { onShutdown, openRuntime, serveApi } from "../main.ts";
+import { startSupervisor } from "../supervisor/stub.ts";
+import { flagValue } from "./args.ts";
+import { runCli } from "./run.ts";
+
+await runCli(async () => {
+  const workersFlag = flagValue(process.argv.slice(2), "workers");
+  const config = loadConfig(process.env, workersFlag === undefined ? {} : { workers: Number(workersFlag) });
+  const runtime = await openRuntime(config, "all");
+  let draining = false;
+  const app = serveApi(runtime, () => draining);
+  const supervisor = startSupervisor(runtime, config.workers);
+  onShutdown(runtime.logger, async () => {
+    draining = true;
+    await app.stop();
+    await supervisor.stop();
+    await runtime.close();
+  });
+});

@@ -1,0 +1,295 @@
+/**
+ * The PostgreSQL schema (domain.md, "Tables"). drizzle-kit generates the
+ * migrations in drizzle/ from this file; table and column COMMENTs live in a
+ * custom SQL migration because drizzle cannot express them.
+ */
+import { sql } from "drizzle-orm";
+import {
+  check,
+  customType,
+  doublePrecision,
+  foreignKey,
+  index,
+  integer,
+  jsonb,
+  pgTable,
+  primaryKey,
+  text,
+  timestamp,
+  unique,
+  uuid,
+  boolean,
+  bigserial,
+} from "drizzle-orm/pg-core";
+
+const tsvector = customType<{ data: string }>({
+  dataType: () => "tsvector",
+});
+
+const tstz = (name: string) => timestamp(name, { withTimezone: true, mode: "date" });
+
+export const taxonomyNodes = pgTable(
+  "taxonomy_nodes",
+  {
+    nodeId: uuid("node_id").notNull(),
+    version: text("version").notNull(),
+    label: text("label").notNull(),
+    createdAt: tstz("created_at").notNull().defaultNow(),
+  },
+  (t) => [
+    primaryKey({ name: "taxonomy_nodes_pkey", columns: [t.nodeId, t.version] }),
+    index("taxonomy_nodes_version_idx").on(t.version),
+    check("taxonomy_nodes_version_not_blank", sql`length(${t.version}) between 1 and 64`),
+  ],
+);
+
+export const taxonomyEdges = pgTable(
+  "taxonomy_edges",
+  {
+    parentId: uuid("parent_id").notNull(),
+    childId: uuid("child_id").notNull(),
+    version: text("version").notNull(),
+  },
+  (t) => [
+    primaryKey({ name: "taxonomy_edges_pkey", columns: [t.parentId, t.childId, t.version] }),
+    foreignKey({
+      name: "taxonomy_edges_parent_fk",
+      columns: [t.parentId, t.version],
+      foreignColumns: [taxonomyNodes.nodeId, taxonomyNodes.version],
+    }).onDelete("cascade"),
+    foreignKey({
+      name: "taxonomy_edges_child_fk",
+      columns: [t.childId, t.version],
+      foreignColumns: [taxonomyNodes.nodeId, taxonomyNodes.version],
+    }).onDelete("cascade"),
+    // The recursive scope walk goes parent -> children within one version.
+    index("taxonomy_edges_version_parent_idx").on(t.version, t.parentId),
+    index("taxonomy_edges_version_child_idx").on(t.version, t.childId),
+    check("taxonomy_edges_no_self_loop", sql`${t.parentId} <> ${t.childId}`),
+  ],
+);
+
+export const documents = pgTable(
+  "documents",
+  {
+    docId: uuid("doc_id").primaryKey(),
+    title: text("title").notNull(),
+    sourceUrl: text("source_url"),
+    contentType: text("content_type").notNull().default("text/plain"),
+    /** Denormalised count of this document's chunks, written in the same transaction as the chunks. */
+    chunkCount: integer("chunk_count").notNull().default(0),
+    createdAt: tstz("created_at").notNull().defaultNow(),
+  },
+  (t) => [check("documents_chunk_count_nonnegative", sql`${t.chunkCount} >= 0`)],
+);
+
+export const chunks = pgTable(
+  "chunks",
+  {
+    chunkId: uuid("chunk_id").primaryKey(),
+    docId: uuid("doc_id")
+      .notNull()
+      .references(() => documents.docId, { onDelete: "cascade" }),
+    chunkIndex: integer("chunk_index").notNull(),
+    text: text("text").notNull(),
+    tokenCount: integer("token_count").notNull(),
+    tsv: tsvector("tsv")
+      .notNull()
+      .generatedAlwaysAs(sql`to_tsvector('english', "text")`),
+  },
+  (t) => [
+    unique("chunks_doc_id_chunk_index_key").on(t.docId, t.chunkIndex),
+    index("chunks_tsv_idx").using("gin", t.tsv),
+    check("chunks_chunk_index_nonnegative", sql`${t.chunkIndex} >= 0`),
+    check("chunks_token_count_nonnegative", sql`${t.tokenCount} >= 0`),
+  ],
+);
+
+export const docTaxonomy = pgTable(
+  "doc_taxonomy",
+  {
+    docId: uuid("doc_id")
+      .notNull()
+      .references(() => documents.docId, { onDelete: "cascade" }),
+    nodeId: uuid("node_id").notNull(),
+    version: text("version").notNull(),
+    confidence: doublePrecision("confidence").notNull(),
+  },
+  (t) => [
+    primaryKey({ name: "doc_taxonomy_pkey", columns: [t.docId, t.nodeId, t.version] }),
+    foreignKey({
+      name: "doc_taxonomy_node_fk",
+      columns: [t.nodeId, t.version],
+      foreignColumns: [taxonomyNodes.nodeId, taxonomyNodes.version],
+    }).onDelete("cascade"),
+    // The coverage meter looks mappings up by node; INCLUDE-like ordering keeps it index-only.
+    index("doc_taxonomy_node_version_idx").on(t.nodeId, t.version, t.confidence, t.docId),
+    check("doc_taxonomy_confidence_range", sql`${t.confidence} >= 0 and ${t.confidence} <= 1`),
+  ],
+);
+
+export const agents = pgTable(
+  "agents",
+  {
+    agentId: uuid("agent_id").primaryKey(),
+    name: text("name").notNull(),
+    taxonomyNodeIds: uuid("taxonomy_node_ids").array().notNull(),
+    taxonomyVersion: text("taxonomy_version").notNull(),
+    scopeDescription: text("scope_description"),
+    level: integer("level").notNull().default(1),
+    totalDocuments: integer("total_documents").notNull().default(0),
+    totalChunks: integer("total_chunks").notNull().default(0),
+    coveragePercent: doublePrecision("coverage_percent").notNull().default(0),
+    lastCoverageUpdate: tstz("last_coverage_update"),
+    retrievalConfig: jsonb("retrieval_config").notNull().default({}),
+    featuresConfig: jsonb("features_config").notNull().default({}),
+    totalQueries: integer("total_queries").notNull().default(0),
+    createdAt: tstz("created_at").notNull().defaultNow(),
+    updatedAt: tstz("updated_at").notNull().defaultNow(),
+  },
+  (t) => [
+    index("agents_taxonomy_node_ids_gin").using("gin", t.taxonomyNodeIds),
+    index("agents_name_lower_idx").on(sql`lower(${t.name})`),
+    check("agents_level_range", sql`${t.level} between 1 and 5`),
+    check("agents_coverage_percent_range", sql`${t.coveragePercent} >= 0 and ${t.coveragePercent} <= 100`),
+    check("agents_total_documents_nonnegative", sql`${t.totalDocuments} >= 0`),
+    check("agents_total_chunks_nonnegative", sql`${t.totalChunks} >= 0`),
+    check("agents_total_queries_nonnegative", sql`${t.totalQueries} >= 0`),
+    check("agents_name_not_blank", sql`length(${t.name}) between 1 and 200`),
+  ],
+);
+
+export const coverageTargets = pgTable(
+  "coverage_targets",
+  {
+    agentId: uuid("agent_id")
+      .notNull()
+      .references(() => agents.agentId, { onDelete: "cascade" }),
+    nodeId: uuid("node_id").notNull(),
+    targetDocumentCount: integer("target_document_count").notNull(),
+  },
+  (t) => [
+    primaryKey({ name: "coverage_targets_pkey", columns: [t.agentId, t.nodeId] }),
+    check("coverage_targets_target_positive", sql`${t.targetDocumentCount} >= 1`),
+  ],
+);
+
+export const TASK_STATUSES = ["pending", "running", "completed", "failed", "cancelled", "timeout"] as const;
+export const TASK_PRIORITIES = ["high", "medium", "low"] as const;
+
+export const backgroundTasks = pgTable(
+  "background_tasks",
+  {
+    taskId: text("task_id").primaryKey(),
+    agentId: uuid("agent_id")
+      .notNull()
+      .references(() => agents.agentId, { onDelete: "cascade" }),
+    taskType: text("task_type").notNull().default("coverage_refresh"),
+    status: text("status").notNull().default("pending"),
+    priority: text("priority").notNull().default("medium"),
+    createdAt: tstz("created_at").notNull().defaultNow(),
+    startedAt: tstz("started_at"),
+    completedAt: tstz("completed_at"),
+    result: jsonb("result"),
+    error: text("error"),
+    webhookUrl: text("webhook_url"),
+    webhookRetryCount: integer("webhook_retry_count").notNull().default(0),
+    cancellationRequested: boolean("cancellation_requested").notNull().default(false),
+    queuePosition: integer("queue_position"),
+    progressPercentage: integer("progress_percentage").notNull().default(0),
+    estimatedCompletionAt: tstz("estimated_completion_at"),
+    attempt: integer("attempt").notNull().default(0),
+    maxAttempts: integer("max_attempts").notNull().default(3),
+    leaseToken: uuid("lease_token"),
+    leaseOwner: text("lease_owner"),
+    leaseExpiresAt: tstz("lease_expires_at"),
+    timeoutMs: integer("timeout_ms").notNull().default(300000),
+    updatedAt: tstz("updated_at").notNull().defaultNow(),
+  },
+  (t) => [
+    index("background_tasks_agent_id_idx").on(t.agentId),
+    index("background_tasks_status_idx").on(t.status),
+    index("background_tasks_created_at_idx").on(t.createdAt.desc()),
+    index("background_tasks_agent_status_idx").on(t.agentId, t.status),
+    check(
+      "background_tasks_status_values",
+      sql`${t.status} in ('pending', 'running', 'completed', 'failed', 'cancelled', 'timeout')`,
+    ),
+    check("background_tasks_priority_values", sql`${t.priority} in ('high', 'medium', 'low')`),
+    check("background_tasks_task_type_values", sql`${t.taskType} in ('coverage_refresh')`),
+    check(
+      "background_tasks_progress_range",
+      sql`${t.progressPercentage} >= 0 and ${t.progressPercentage} <= 100`,
+    ),
+    check("background_tasks_attempt_range", sql`${t.attempt} >= 0 and ${t.maxAttempts} >= 1`),
+    check("background_tasks_webhook_retry_nonnegative", sql`${t.webhookRetryCount} >= 0`),
+    check("background_tasks_timeout_positive", sql`${t.timeoutMs} > 0`),
+  ],
+);
+
+export const coverageHistory = pgTable(
+  "coverage_history",
+  {
+    historyId: bigserial("history_id", { mode: "number" }).primaryKey(),
+    agentId: uuid("agent_id")
+      .notNull()
+      .references(() => agents.agentId, { onDelete: "cascade" }),
+    timestamp: tstz("timestamp").notNull().defaultNow(),
+    overallCoverage: doublePrecision("overall_coverage").notNull(),
+    totalDocuments: integer("total_documents").notNull(),
+    totalChunks: integer("total_chunks").notNull(),
+    version: text("version").notNull(),
+    /** The task that wrote this row, if any: a unique key makes completion idempotent. */
+    taskId: text("task_id").unique("coverage_history_task_id_key"),
+  },
+  (t) => [
+    index("coverage_history_agent_id_idx").on(t.agentId),
+    index("coverage_history_timestamp_idx").on(t.timestamp.desc()),
+    index("coverage_history_agent_timestamp_idx").on(t.agentId, t.timestamp.desc()),
+    check(
+      "coverage_history_overall_range",
+      sql`${t.overallCoverage} >= 0 and ${t.overallCoverage} <= 100`,
+    ),
+    check("coverage_history_total_documents_nonnegative", sql`${t.totalDocuments} >= 0`),
+    check("coverage_history_total_chunks_nonnegative", sql`${t.totalChunks} >= 0`),
+  ],
+);
+
+export const webhookDeliveries = pgTable(
+  "webhook_deliveries",
+  {
+    deliveryAttemptId: bigserial("delivery_attempt_id", { mode: "number" }).primaryKey(),
+    taskId: text("task_id")
+      .notNull()
+      .references(() => backgroundTasks.taskId, { onDelete: "cascade" }),
+    url: text("url").notNull(),
+    attempt: integer("attempt").notNull(),
+    statusCode: integer("status_code"),
+    error: text("error"),
+    durationMs: integer("duration_ms"),
+    nextAttemptAt: tstz("next_attempt_at"),
+    createdAt: tstz("created_at").notNull().defaultNow(),
+  },
+  (t) => [
+    index("webhook_deliveries_task_id_idx").on(t.taskId, t.attempt),
+    check("webhook_deliveries_attempt_positive", sql`${t.attempt} >= 1`),
+    check("webhook_deliveries_duration_nonnegative", sql`${t.durationMs} is null or ${t.durationMs} >= 0`),
+  ],
+);
+
+export const apiKeys = pgTable(
+  "api_keys",
+  {
+    keyId: uuid("key_id").primaryKey(),
+    name: text("name").notNull(),
+    /** SHA-256 of the whole key; the key itself is shown once and never stored. */
+    keyHash: text("key_hash").notNull(),
+    createdAt: tstz("created_at").notNull().defaultNow(),
+    revokedAt: tstz("revoked_at"),
+    lastUsedAt: tstz("last_used_at"),
+  },
+  (t) => [
+    unique("api_keys_key_hash_key").on(t.keyHash),
+    check("api_keys_name_not_blank", sql`length(${t.name}) between 1 and 200`),
+  ],
+);

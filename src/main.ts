@@ -1,0 +1,66 @@
+/**
+ * Composition root: config -> database (created and migrated) -> Redis -> API
+ * and/or supervisor; signal handling. Nothing below this file reads the
+ * environment or opens connections on its own.
+ */
+import Redis from "ioredis";
+import type { Logger } from "pino";
+import type { Config } from "./config.ts";
+import { openDatabase, type Database } from "./db/client.ts";
+import { prepareDatabase } from "./db/migrate.ts";
+import { createKeyVerifier } from "./auth/apiKeys.ts";
+import { createApp } from "./api/app.ts";
+import { createLogger } from "./logger.ts";
+
+export interface Runtime {
+  config: Config;
+  logger: Logger;
+  database: Database;
+  redis: Redis;
+  close(): Promise<void>;
+}
+
+export async function openRuntime(config: Config, role: string): Promise<Runtime> {
+  const logger = createLogger(config.logLevel, { role });
+  await prepareDatabase(config.databaseUrl);
+  const database = openDatabase(config.databaseUrl, { applicationName: `agentq-${role}` });
+  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 3, enableOfflineQueue: true });
+  redis.on("error", (error) => logger.warn({ err: error }, "redis connection error"));
+  return {
+    config,
+    logger,
+    database,
+    redis,
+    async close() {
+      redis.disconnect();
+      await database.close();
+    },
+  };
+}
+
+export function serveApi(runtime: Runtime, isDraining: () => boolean) {
+  const { config, logger, database, redis } = runtime;
+  const app = createApp({ config, logger, database, redis, keys: createKeyVerifier(database.db, config.apiKeys), isDraining });
+  // Bun's own limit is a backstop above ours, so our 413 (with the error shape) answers first.
+  app.listen({ hostname: config.host, port: config.port, maxRequestBodySize: config.maxBodyBytes * 2 });
+  logger.info({ host: config.host, port: app.server?.port }, "api listening; docs at /swagger");
+  return app;
+}
+
+/** Runs until SIGTERM/SIGINT, then stops the given services in order and exits 0. */
+export function onShutdown(logger: Logger, stop: () => Promise<void>) {
+  let stopping = false;
+  const handler = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, "shutting down");
+    stop()
+      .then(() => process.exit(0))
+      .catch((error) => {
+        logger.error({ err: error }, "shutdown failed");
+        process.exit(1);
+      });
+  };
+  process.on("SIGTERM", () => handler("SIGTERM"));
+  process.on("SIGINT", () => handler("SIGINT"));
+}
