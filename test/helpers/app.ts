@@ -1,0 +1,97 @@
+/**
+ * A real app against a real PostgreSQL (own cloned database) and Redis (own key
+ * prefix), driven through `app.handle(new Request(...))`.
+ */
+import Redis from "ioredis";
+import { randomBytes } from "node:crypto";
+import { loadConfig, type Config } from "../../src/config.ts";
+import { openDatabase, type Database } from "../../src/db/client.ts";
+import { createKeyVerifier } from "../../src/auth/apiKeys.ts";
+import { createApp, API_PREFIX, type App } from "../../src/api/app.ts";
+import { createLogger } from "../../src/logger.ts";
+import { createTestDatabase, type TestDatabase } from "./db.ts";
+
+export const TEST_API_KEY = "test-key-0123456789abcdef";
+export const TEST_REDIS_URL = process.env.AGENTQ_TEST_REDIS_URL ?? "redis://127.0.0.1:6379/0";
+
+export interface TestContext {
+  app: App;
+  config: Config;
+  database: Database;
+  redis: Redis;
+  testDb: TestDatabase;
+  /** Sends a request to the API (path relative to /api/v1 unless it starts with "/" outside it). */
+  request(method: string, path: string, options?: RequestOptions): Promise<TestResponse>;
+  close(): Promise<void>;
+}
+
+export interface RequestOptions {
+  body?: unknown;
+  /** Raw body text, sent as is (for malformed JSON). */
+  rawBody?: string;
+  headers?: Record<string, string>;
+  /** Send no X-API-Key header. */
+  anonymous?: boolean;
+}
+
+export interface TestResponse {
+  status: number;
+  headers: Headers;
+  // biome-ignore lint: tests read arbitrary JSON
+  body: any;
+  text: string;
+}
+
+export async function createTestContext(overrides: Partial<Config> = {}): Promise<TestContext> {
+  const testDb = await createTestDatabase();
+  const config = loadConfig(
+    {},
+    {
+      databaseUrl: testDb.url,
+      redisUrl: TEST_REDIS_URL,
+      redisPrefix: `agentq-test:${randomBytes(4).toString("hex")}`,
+      apiKeys: [TEST_API_KEY],
+      logLevel: "silent",
+      ...overrides,
+    },
+  );
+  const database = openDatabase(config.databaseUrl, { max: 4, applicationName: "agentq-test" });
+  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 1 });
+  const logger = createLogger(config.logLevel);
+  const app = createApp({ config, database, redis, logger, keys: createKeyVerifier(database.db, config.apiKeys) });
+
+  async function request(method: string, path: string, options: RequestOptions = {}): Promise<TestResponse> {
+    const url = path.startsWith("/") ? `http://localhost${path}` : `http://localhost${API_PREFIX}/${path}`;
+    const headers: Record<string, string> = { ...(options.anonymous ? {} : { "x-api-key": TEST_API_KEY }) };
+    let body: string | undefined;
+    if (options.rawBody !== undefined) body = options.rawBody;
+    else if (options.body !== undefined) body = JSON.stringify(options.body);
+    if (body !== undefined) headers["content-type"] = "application/json";
+    Object.assign(headers, options.headers);
+    const res = await app.handle(new Request(url, { method, headers, body }));
+    const text = await res.text();
+    let parsed: unknown = undefined;
+    try {
+      parsed = text === "" ? undefined : JSON.parse(text);
+    } catch {
+      parsed = undefined;
+    }
+    return { status: res.status, headers: res.headers, body: parsed, text };
+  }
+
+  return {
+    app,
+    config,
+    database,
+    redis,
+    testDb,
+    request,
+    async close() {
+      const keys = await redis.keys(`${config.redisPrefix}:*`);
+      if (keys.length > 0) await redis.del(...keys);
+      redis.disconnect();
+      await database.close();
+      await testDb.drop();
+    },
+  };
+}
