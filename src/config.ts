@@ -34,6 +34,27 @@ export const ConfigSchema = t.Object({
   ]),
   /** Worker threads of a supervisor. */
   workers: t.Integer({ minimum: 0, maximum: 256 }),
+  /** Run-time limit of one attempt of a task; past it the task ends `timeout`. */
+  taskTimeoutMs: t.Integer({ minimum: 10 }),
+  /** Claims of one task before a dead owner makes it `failed`. */
+  maxAttempts: t.Integer({ minimum: 1, maximum: 100 }),
+  /** A running task's lease; renewed every third of it by its supervisor. */
+  leaseMs: t.Integer({ minimum: 100 }),
+  /** How long an actor may take to stop after a cancel or timeout before its thread is terminated. */
+  cancelGraceMs: t.Integer({ minimum: 10 }),
+  /** On SIGTERM, how long running tasks may finish before they are handed back. */
+  drainDeadlineMs: t.Integer({ minimum: 0 }),
+  /** How often the reconciler re-dispatches lost tasks and reaps expired leases. */
+  reconcileEveryMs: t.Integer({ minimum: 50 }),
+  /** A pending task untouched this long is checked against Redis (and re-dispatched if missing). */
+  stalePendingMs: t.Integer({ minimum: 0 }),
+  /** Restart intensity: at most restartMax thread crashes in restartWindowMs, then the supervisor gives up. */
+  restartMax: t.Integer({ minimum: 0 }),
+  restartWindowMs: t.Integer({ minimum: 1 }),
+  /** Terminal tasks are deleted after this long. */
+  taskRetentionMs: t.Integer({ minimum: 1000 }),
+  /** coverage_history rows are deleted after this long. */
+  historyRetentionMs: t.Integer({ minimum: 1000 }),
 });
 
 export type Config = Static<typeof ConfigSchema>;
@@ -61,6 +82,17 @@ export const ENV_NAMES: Record<keyof Config, string> = {
   bulkMaxDocuments: "AGENTQ_BULK_MAX_DOCUMENTS",
   logLevel: "LOG_LEVEL",
   workers: "WORKERS",
+  taskTimeoutMs: "AGENTQ_TASK_TIMEOUT_MS",
+  maxAttempts: "AGENTQ_MAX_ATTEMPTS",
+  leaseMs: "AGENTQ_LEASE_MS",
+  cancelGraceMs: "AGENTQ_CANCEL_GRACE_MS",
+  drainDeadlineMs: "AGENTQ_DRAIN_DEADLINE_MS",
+  reconcileEveryMs: "AGENTQ_RECONCILE_EVERY_MS",
+  stalePendingMs: "AGENTQ_STALE_PENDING_MS",
+  restartMax: "AGENTQ_RESTART_MAX",
+  restartWindowMs: "AGENTQ_RESTART_WINDOW_MS",
+  taskRetentionMs: "AGENTQ_TASK_RETENTION_MS",
+  historyRetentionMs: "AGENTQ_HISTORY_RETENTION_MS",
 };
 
 export const DEFAULTS: Config = {
@@ -76,6 +108,17 @@ export const DEFAULTS: Config = {
   bulkMaxDocuments: 1000,
   logLevel: "info",
   workers: 2,
+  taskTimeoutMs: 300_000,
+  maxAttempts: 3,
+  leaseMs: 30_000,
+  cancelGraceMs: 2_000,
+  drainDeadlineMs: 25_000,
+  reconcileEveryMs: 5_000,
+  stalePendingMs: 10_000,
+  restartMax: 5,
+  restartWindowMs: 60_000,
+  taskRetentionMs: 24 * 3600 * 1000,
+  historyRetentionMs: 90 * 24 * 3600 * 1000,
 };
 
 function parseNumber(raw: string): number | string {
@@ -109,6 +152,17 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     bulkMaxDocuments: num("bulkMaxDocuments"),
     logLevel: pick("logLevel") ?? DEFAULTS.logLevel,
     workers: num("workers"),
+    taskTimeoutMs: num("taskTimeoutMs"),
+    maxAttempts: num("maxAttempts"),
+    leaseMs: num("leaseMs"),
+    cancelGraceMs: num("cancelGraceMs"),
+    drainDeadlineMs: num("drainDeadlineMs"),
+    reconcileEveryMs: num("reconcileEveryMs"),
+    stalePendingMs: num("stalePendingMs"),
+    restartMax: num("restartMax"),
+    restartWindowMs: num("restartWindowMs"),
+    taskRetentionMs: num("taskRetentionMs"),
+    historyRetentionMs: num("historyRetentionMs"),
     ...overrides,
   };
   if (!Value.Check(ConfigSchema, candidate)) {

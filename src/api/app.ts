@@ -12,6 +12,7 @@ import { systemRoutes } from "./system/index.ts";
 import { taxonomyRoutes } from "./taxonomies/index.ts";
 import { documentRoutes } from "./documents/index.ts";
 import { agentRoutes } from "./agents/index.ts";
+import { taskRoutes } from "./tasks/index.ts";
 
 export const API_PREFIX = "/api/v1";
 
@@ -33,7 +34,8 @@ export function createApp(deps: AppDeps) {
   const api = new Elysia({ prefix: API_PREFIX })
     .use(taxonomyRoutes(deps))
     .use(documentRoutes(deps))
-    .use(agentRoutes(deps));
+    .use(agentRoutes(deps))
+    .use(taskRoutes(deps));
 
   return new Elysia({ name: "agentq", normalize: false })
     .use(

@@ -55,6 +55,9 @@ const PG_CLIENT_ERRORS: Record<string, { status: number; code: string; message: 
   "22P02": { status: 400, code: "validation_error", message: "a value has the wrong format" },
   "22003": { status: 400, code: "validation_error", message: "a number is out of range" },
   "22001": { status: 400, code: "validation_error", message: "a value is too long" },
+  // NUL ("\u0000") in text: jsonb refuses the escape (22P05), a text parameter the byte (22021).
+  "22P05": { status: 400, code: "validation_error", message: "a text value contains a character that cannot be stored (e.g. NUL)" },
+  "22021": { status: 400, code: "validation_error", message: "a text value contains a character that cannot be stored (e.g. NUL)" },
   "23514": { status: 400, code: "validation_error", message: "a value violates a constraint" },
   "23503": { status: 400, code: "validation_error", message: "a referenced row does not exist" },
   "23505": { status: 409, code: "conflict", message: "a row with this key already exists" },
@@ -90,10 +93,12 @@ export function toErrorResponse(elysiaCode: string | number, error: unknown): Er
   if (elysiaCode === "NOT_FOUND") return { ...respond(404, "not_found", "no such route"), internal: false };
   if (elysiaCode === "INVALID_COOKIE_SIGNATURE" || elysiaCode === "INVALID_FILE_TYPE")
     return { ...respond(400, "validation_error", String((error as Error).message)), internal: false };
-  const pgCode = (error as { code?: string })?.code;
+  // Drizzle wraps the driver's error (DrizzleQueryError) and keeps the PostgresError as `cause`.
+  const pgError = ((error as { code?: unknown })?.code !== undefined ? error : cause) as { code?: string; detail?: string } | undefined;
+  const pgCode = pgError?.code;
   if (pgCode && PG_CLIENT_ERRORS[pgCode]) {
     const m = PG_CLIENT_ERRORS[pgCode];
-    return { ...respond(m.status, m.code, m.message, { detail: (error as { detail?: string }).detail }), internal: false };
+    return { ...respond(m.status, m.code, m.message, { detail: pgError?.detail }), internal: false };
   }
   if (pgCode && CONNECTION_ERRORS.has(pgCode))
     return { ...respond(503, "dependency_unavailable", "a backing service is unavailable; retry later"), internal: true };

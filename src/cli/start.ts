@@ -1,7 +1,7 @@
 /** `bun run start`: API and supervisor in one process. */
 import { loadConfig } from "../config.ts";
 import { onShutdown, openRuntime, serveApi } from "../main.ts";
-import { startSupervisor } from "../supervisor/stub.ts";
+import { startEngine } from "../supervisor/engine.ts";
 import { flagValue } from "./args.ts";
 import { runCli } from "./run.ts";
 
@@ -11,11 +11,17 @@ await runCli(async () => {
   const runtime = await openRuntime(config, "all");
   let draining = false;
   const app = serveApi(runtime, () => draining);
-  const supervisor = startSupervisor(runtime, config.workers);
+  const engine = await startEngine(runtime, {
+    workers: config.workers,
+    onFatal: (error) => {
+      runtime.logger.fatal({ err: error }, "supervisor gave up");
+      process.exit(70);
+    },
+  });
   onShutdown(runtime.logger, async () => {
     draining = true;
     await app.stop();
-    await supervisor.stop();
+    await engine.stop();
     await runtime.close();
   });
 });

@@ -1,7 +1,7 @@
 /** `bun run supervisor --workers N`: the worker pool alone. */
 import { loadConfig } from "../config.ts";
 import { onShutdown, openRuntime } from "../main.ts";
-import { startSupervisor } from "../supervisor/stub.ts";
+import { startEngine } from "../supervisor/engine.ts";
 import { flagValue } from "./args.ts";
 import { runCli } from "./run.ts";
 
@@ -9,9 +9,15 @@ await runCli(async () => {
   const workersFlag = flagValue(process.argv.slice(2), "workers");
   const config = loadConfig(process.env, workersFlag === undefined ? {} : { workers: Number(workersFlag) });
   const runtime = await openRuntime(config, "supervisor");
-  const supervisor = startSupervisor(runtime, config.workers);
+  const engine = await startEngine(runtime, {
+    workers: config.workers,
+    onFatal: (error) => {
+      runtime.logger.fatal({ err: error }, "supervisor gave up");
+      process.exit(70);
+    },
+  });
   onShutdown(runtime.logger, async () => {
-    await supervisor.stop();
+    await engine.stop();
     await runtime.close();
   });
 });

@@ -48,7 +48,12 @@ export interface Gap {
 /** Tolerance for products like 0.7 * 10 that binary floating point makes 7.000000000000001. */
 const EPSILON = 1e-9;
 
-export const round2 = (x: number): number => Math.round((x + Number.EPSILON) * 100) / 100;
+/**
+ * Rounds half up to 2 decimals. `x * 100` is first cut to 15 significant digits, so a value
+ * whose exact decimal is a tie (87/4000 = 2.175%, stored as 2.17499999999999982...) rounds
+ * up like the decimal it stands for; adding Number.EPSILON only fixed that for values below ~2.
+ */
+export const round2 = (x: number): number => Math.round(Number((x * 100).toPrecision(15))) / 100;
 
 export function nodeCoveragePercent(documentCount: number, target: number): number {
   return round2((100 * Math.min(documentCount, target)) / target);

@@ -10,6 +10,7 @@ import {
   doublePrecision,
   foreignKey,
   index,
+  uniqueIndex,
   integer,
   jsonb,
   pgTable,
@@ -204,6 +205,11 @@ export const backgroundTasks = pgTable(
     leaseOwner: text("lease_owner"),
     leaseExpiresAt: tstz("lease_expires_at"),
     timeoutMs: integer("timeout_ms").notNull().default(300000),
+    /**
+     * Whether this task counts for "one pending refresh per agent". False for
+     * ?force=true tasks and for retried tasks (a retry must never collide with a newer request).
+     */
+    dedupe: boolean("dedupe").notNull().default(true),
     updatedAt: tstz("updated_at").notNull().defaultNow(),
   },
   (t) => [
@@ -211,6 +217,16 @@ export const backgroundTasks = pgTable(
     index("background_tasks_status_idx").on(t.status),
     index("background_tasks_created_at_idx").on(t.createdAt.desc()),
     index("background_tasks_agent_status_idx").on(t.agentId, t.status),
+    // At most one unforced pending refresh per agent: concurrent requests converge on one task.
+    uniqueIndex("background_tasks_one_pending_per_agent")
+      .on(t.agentId)
+      .where(sql`${t.status} = 'pending' and ${t.dedupe}`),
+    // The reaper finds expired leases without scanning finished tasks.
+    index("background_tasks_running_lease_idx")
+      .on(t.leaseExpiresAt)
+      .where(sql`${t.status} = 'running'`),
+    // The reconciler and the retention job look at pending and at finished tasks by time.
+    index("background_tasks_status_completed_idx").on(t.status, t.completedAt),
     check(
       "background_tasks_status_values",
       sql`${t.status} in ('pending', 'running', 'completed', 'failed', 'cancelled', 'timeout')`,

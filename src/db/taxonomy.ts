@@ -37,6 +37,12 @@ export async function upsertTaxonomy(db: Db, version: string, nodes: TaxonomyNod
 
     const edges = nodes.flatMap((n) => (n.parent_ids ?? []).map((p) => ({ parent_id: p, child_id: n.node_id })));
     if (edges.length > 0) {
+      const selfLoop = edges.find((e) => e.parent_id === e.child_id);
+      if (selfLoop)
+        throw new AppError("taxonomy_cycle", `node ${selfLoop.child_id} cannot be its own parent in version ${version}`, {
+          version,
+          cycle: [selfLoop.child_id, selfLoop.child_id],
+        });
       const edgeRows = JSON.stringify(edges);
       const missing = await tx.execute<{ node_id: string }>(sql`
         select distinct x.parent_id as node_id

@@ -1,0 +1,101 @@
+import { Elysia, t } from "elysia";
+import type { AppDeps } from "../deps.ts";
+import { authErrors, Uuid } from "../common.ts";
+import { ErrorBody } from "../errors.ts";
+import { Coverage } from "../agents/model.ts";
+import { History, HistoryQuery, RefreshBody, RefreshQuery, Task, TaskId } from "./model.ts";
+import { requireAgent } from "../../db/agents.ts";
+import { insertCoverageHistory, storeAgentCoverage } from "../../db/coverage.ts";
+import { listCoverageHistory } from "../../db/tasks.ts";
+import { measureCoverage } from "../../coverage/meter.ts";
+import { TaskService } from "../../tasks/service.ts";
+import { notFound } from "../../core/errors.ts";
+
+export const taskRoutes = (deps: AppDeps) => {
+  const db = deps.database.db;
+  const tasks = new TaskService(deps);
+  return new Elysia({ name: "agentq.tasks", tags: ["tasks"] })
+    .post(
+      "/agents/:agent_id/coverage/refresh",
+      async ({ params, query, body, status }) => {
+        if (query.background === false) {
+          const agent = await requireAgent(db, params.agent_id);
+          const result = await measureCoverage(db, agent, deps.config);
+          await db.transaction(async (tx) => {
+            const at = new Date(result.calculated_at);
+            await insertCoverageHistory(tx, { agentId: agent.agent_id, report: result, version: result.version, at });
+            await storeAgentCoverage(tx, agent.agent_id, result, at);
+          });
+          return status(200, result);
+        }
+        const { task } = await tasks.enqueueRefresh(params.agent_id, {
+          priority: body?.priority ?? "medium",
+          webhookUrl: body?.webhook_url ?? null,
+          force: query.force ?? false,
+        });
+        return status(202, task);
+      },
+      {
+        params: t.Object({ agent_id: Uuid }),
+        query: RefreshQuery,
+        body: RefreshBody,
+        response: { 200: Coverage, 202: Task, ...authErrors, 404: ErrorBody },
+        detail: {
+          summary: "Refresh the agent's coverage, in the background (202) or now (200)",
+          description:
+            "background=true (default) records a pending task and dispatches it to the queue of its priority. If the agent already has a pending refresh, that task is returned instead of a second one; force=true always creates a new task. background=false computes now, stores the figures on the agent and writes a history row.",
+        },
+      },
+    )
+    .get("/agents/:agent_id/coverage/status/:task_id", async ({ params }) => tasks.view(params.task_id, params.agent_id), {
+      params: t.Object({ agent_id: Uuid, task_id: TaskId }),
+      response: { 200: Task, ...authErrors, 404: ErrorBody },
+      detail: { summary: "A task of this agent, with progress, queue position and completion estimate" },
+    })
+    .get("/tasks/:task_id", async ({ params }) => tasks.view(params.task_id), {
+      params: t.Object({ task_id: TaskId }),
+      response: { 200: Task, ...authErrors, 404: ErrorBody },
+      detail: { summary: "A task, with progress, queue position and completion estimate" },
+    })
+    .delete(
+      "/tasks/:task_id",
+      async ({ params, status }) => {
+        if (!(await tasks.cancel(params.task_id))) throw notFound("task", params.task_id);
+        return status(204, undefined);
+      },
+      {
+        params: t.Object({ task_id: TaskId }),
+        response: { 204: t.Void(), ...authErrors, 404: ErrorBody },
+        detail: {
+          summary: "Cancel a task",
+          description:
+            "Pending: removed from the queue and cancelled at once. Running: its worker is told at once (pub/sub) and the task ends cancelled. Terminal: unchanged. Always 204 for a known task.",
+        },
+      },
+    )
+    .get(
+      "/agents/:agent_id/coverage/history",
+      async ({ params, query }) => {
+        await requireAgent(db, params.agent_id);
+        const { history, total } = await listCoverageHistory(db, params.agent_id, {
+          start: query.start_date,
+          end: query.end_date,
+          limit: query.limit ?? 100,
+          offset: query.offset ?? 0,
+        });
+        return {
+          agent_id: params.agent_id,
+          history,
+          start_date: query.start_date ?? null,
+          end_date: query.end_date ?? null,
+          total_entries: total,
+        };
+      },
+      {
+        params: t.Object({ agent_id: Uuid }),
+        query: HistoryQuery,
+        response: { 200: History, ...authErrors, 404: ErrorBody },
+        detail: { summary: "Coverage history, newest first" },
+      },
+    );
+};

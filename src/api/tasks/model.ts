@@ -1,0 +1,82 @@
+import { t } from "elysia";
+import { Timestamp, Uuid } from "../common.ts";
+import { TASK_ID_PATTERN } from "../../core/tasks.ts";
+
+export const TaskId = t.String({ pattern: TASK_ID_PATTERN, description: "agent-coverage-<uuid v7>" });
+export const PriorityT = t.Union([t.Literal("high"), t.Literal("medium"), t.Literal("low")], { description: "Queue priority; default medium" });
+export const StatusT = t.Union([
+  t.Literal("pending"),
+  t.Literal("running"),
+  t.Literal("completed"),
+  t.Literal("failed"),
+  t.Literal("cancelled"),
+  t.Literal("timeout"),
+]);
+
+export const RefreshQuery = t.Object(
+  {
+    background: t.Optional(t.Boolean({ default: true, description: "true: enqueue and answer 202; false: compute now and answer 200" })),
+    force: t.Optional(t.Boolean({ default: false, description: "true: always a new task, even if the agent has a pending refresh" })),
+  },
+  { additionalProperties: false },
+);
+
+export const RefreshBody = t.Optional(
+  t.Object(
+    {
+      webhook_url: t.Optional(t.String({ maxLength: 2048, pattern: "^https?://", description: "Told about the terminal status" })),
+      priority: t.Optional(PriorityT),
+    },
+    { additionalProperties: false },
+  ),
+);
+
+export const Task = t.Object({
+  task_id: TaskId,
+  agent_id: Uuid,
+  task_type: t.String(),
+  status: StatusT,
+  priority: PriorityT,
+  created_at: Timestamp,
+  started_at: t.Nullable(Timestamp),
+  completed_at: t.Nullable(Timestamp),
+  progress_percentage: t.Integer({ minimum: 0, maximum: 100 }),
+  queue_position: t.Nullable(t.Integer({ minimum: 1, description: "Pending only: 1 = next to run, across priorities" })),
+  estimated_completion_at: t.Nullable(Timestamp),
+  result: t.Unknown({ description: "The coverage of a completed task" }),
+  error: t.Nullable(t.String()),
+  webhook_url: t.Nullable(t.String()),
+  webhook_retry_count: t.Integer(),
+  cancellation_requested: t.Boolean(),
+  attempt: t.Integer({ description: "Claims so far" }),
+  max_attempts: t.Integer(),
+  timeout_ms: t.Integer(),
+  lease_owner: t.Nullable(t.String({ description: "Worker holding the task while it runs" })),
+  updated_at: Timestamp,
+});
+
+export const HistoryQuery = t.Object(
+  {
+    start_date: t.Optional(t.String({ format: "date-time", description: "Inclusive lower bound (ISO-8601)" })),
+    end_date: t.Optional(t.String({ format: "date-time", description: "Inclusive upper bound (ISO-8601)" })),
+    limit: t.Optional(t.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+    offset: t.Optional(t.Integer({ minimum: 0, default: 0 })),
+  },
+  { additionalProperties: false },
+);
+
+export const History = t.Object({
+  agent_id: Uuid,
+  history: t.Array(
+    t.Object({
+      timestamp: Timestamp,
+      overall_coverage: t.Number(),
+      total_documents: t.Integer(),
+      total_chunks: t.Integer(),
+      version: t.String(),
+    }),
+  ),
+  start_date: t.Nullable(t.String()),
+  end_date: t.Nullable(t.String()),
+  total_entries: t.Integer(),
+});

@@ -1,0 +1,45 @@
+/**
+ * Every Redis key name agentq uses, in one place. All keys of the coverage
+ * queue share the `{coverage}` hash tag, so on Redis Cluster they live in one
+ * slot and multi-key commands (BZPOPMIN over three priorities) work.
+ *
+ *   <prefix>:{coverage}:queue:high|medium|low   sorted sets of pending task ids, score = enqueue time (ms)
+ *   <prefix>:{coverage}:cancel                   pub/sub channel: ids of tasks to cancel
+ *   <prefix>:{coverage}:capacity                 hash supervisor id -> {"workers","busy","expires"} JSON
+ *   <prefix>:{coverage}:runtimes                 list of recent run times (ms), newest first, capped
+ *   <prefix>:{coverage}:lock:<job>               singleton locks (reconciler, retention)
+ */
+import type { Priority } from "../core/tasks.ts";
+
+export interface QueueKeys {
+  queue(priority: Priority): string;
+  /** Highest priority first: the order BZPOPMIN must scan. */
+  queues: readonly string[];
+  cancelChannel: string;
+  capacity: string;
+  runtimes: string;
+  lock(job: string): string;
+  /** Every key of this prefix (for cleanup in tests and tooling). */
+  pattern: string;
+}
+
+export function queueKeys(prefix: string): QueueKeys {
+  const base = `${prefix}:{coverage}`;
+  const queue = (priority: Priority) => `${base}:queue:${priority}`;
+  return {
+    queue,
+    queues: [queue("high"), queue("medium"), queue("low")],
+    cancelChannel: `${base}:cancel`,
+    capacity: `${base}:capacity`,
+    runtimes: `${base}:runtimes`,
+    lock: (job) => `${base}:lock:${job}`,
+    pattern: `${prefix}:*`,
+  };
+}
+
+export function priorityOfQueue(keys: QueueKeys, key: string): Priority {
+  if (key === keys.queue("high")) return "high";
+  if (key === keys.queue("medium")) return "medium";
+  if (key === keys.queue("low")) return "low";
+  throw new Error(`not a queue key: ${key}`);
+}

@@ -1,0 +1,98 @@
+/**
+ * Repairs what crashes leave behind, so that no task is lost:
+ *  - running tasks whose lease lapsed (their owner died) go back to pending and
+ *    to Redis, or end failed after their last attempt;
+ *  - pending tasks that Redis does not hold (FLUSHALL, failover, a crash between
+ *    the INSERT and the ZADD, a popped id whose claimer died) are re-dispatched;
+ *  - once an hour, the retention job deletes old terminal tasks and history.
+ * Every step is idempotent and fenced, so several supervisors may run it at
+ * once; retention takes an advisory lock so only one runs it at a time.
+ */
+import { sql } from "drizzle-orm";
+import type { Logger } from "pino";
+import type { Database } from "../db/client.ts";
+import { deleteExpired, requeueExpiredLeases, stalePendingTasks, type Redispatch } from "../db/tasks.ts";
+import type { Dispatcher } from "../queue/dispatch.ts";
+import type { Config } from "../config.ts";
+
+const RETENTION_LOCK_KEY = 7_264_110_232;
+const RETENTION_EVERY_MS = 3600_000;
+
+export interface ReconcileReport {
+  requeued: number;
+  failed: number;
+  redispatched: number;
+}
+
+export class Reconciler {
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private running: Promise<void> | null = null;
+  private lastRetention = 0;
+  private stopped = true;
+
+  constructor(
+    private readonly deps: { config: Config; database: Database; dispatcher: Dispatcher; logger: Logger },
+    private readonly onReport?: (report: ReconcileReport) => void,
+  ) {}
+
+  start() {
+    this.stopped = false;
+    this.schedule(0);
+  }
+
+  private schedule(delay: number) {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => {
+      this.running = this.tick().finally(() => {
+        this.running = null;
+        this.schedule(this.deps.config.reconcileEveryMs);
+      });
+    }, delay);
+  }
+
+  private async tick() {
+    try {
+      const report = await this.reconcileOnce();
+      if (report.requeued + report.failed + report.redispatched > 0) this.deps.logger.info(report, "reconciled");
+      this.onReport?.(report);
+      if (Date.now() - this.lastRetention >= RETENTION_EVERY_MS) {
+        this.lastRetention = Date.now();
+        await this.retainOnce();
+      }
+    } catch (error) {
+      this.deps.logger.warn({ err: error }, "reconcile pass failed; will retry");
+    }
+  }
+
+  async reconcileOnce(): Promise<ReconcileReport> {
+    const { database, dispatcher, config } = this.deps;
+    const expired = await requeueExpiredLeases(database.db);
+    const back = expired.filter((t) => t.status === "pending");
+    await dispatcher.dispatch(back.map(toDispatchable));
+    const stale = await stalePendingTasks(database.db, config.stalePendingMs);
+    const queued = await dispatcher.queuedAmong(stale.map((t) => ({ taskId: t.task_id, priority: t.priority })));
+    const lost = stale.filter((_, i) => !queued[i]);
+    await dispatcher.dispatch(lost.map(toDispatchable));
+    return { requeued: back.length, failed: expired.length - back.length, redispatched: lost.length };
+  }
+
+  /** Runs retention if no other process is running it right now. */
+  async retainOnce(): Promise<{ tasks: number; history: number } | null> {
+    const { database, config, logger } = this.deps;
+    return database.db.transaction(async (tx) => {
+      const [lock] = await tx.execute<{ ok: boolean }>(sql`select pg_try_advisory_xact_lock(${RETENTION_LOCK_KEY}) as ok`);
+      if (!lock?.ok) return null;
+      const deleted = await deleteExpired(tx, config.taskRetentionMs, config.historyRetentionMs);
+      if (deleted.tasks + deleted.history > 0) logger.info(deleted, "retention deleted old rows");
+      return deleted;
+    });
+  }
+
+  async stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.running;
+  }
+}
+
+const toDispatchable = (t: Redispatch) => ({ taskId: t.task_id, priority: t.priority, score: Date.parse(t.created_at) });

@@ -1,0 +1,121 @@
+/**
+ * Task operations for the API: enqueue (PostgreSQL first, then Redis), view
+ * with live queue position and completion estimate, and cancel.
+ */
+import type Redis from "ioredis";
+import type { Logger } from "pino";
+import type { Config } from "../config.ts";
+import type { Database } from "../db/client.ts";
+import { requireAgent } from "../db/agents.ts";
+import { getTask, insertTask, requestCancel, type TaskRecord } from "../db/tasks.ts";
+import { isTerminal, newTaskId, type Priority } from "../core/tasks.ts";
+import { notFound } from "../core/errors.ts";
+import { Dispatcher } from "../queue/dispatch.ts";
+import { queueKeys, type QueueKeys } from "../queue/keys.ts";
+
+export interface TaskView extends TaskRecord {
+  queue_position: number | null;
+  estimated_completion_at: string | null;
+}
+
+/** Used for estimates until some task has completed. */
+const DEFAULT_RUNTIME_MS = 1000;
+const RUNTIME_SAMPLES = 20;
+
+export class TaskService {
+  readonly dispatcher: Dispatcher;
+  readonly keys: QueueKeys;
+
+  constructor(
+    private readonly deps: { config: Config; database: Database; redis: Redis; logger: Logger },
+  ) {
+    this.keys = queueKeys(deps.config.redisPrefix);
+    this.dispatcher = new Dispatcher(deps.redis, this.keys);
+  }
+
+  /**
+   * Records the task, then dispatches it. If Redis is unreachable the task is
+   * still recorded (PostgreSQL is the truth) and the reconciler dispatches it later.
+   */
+  async enqueueRefresh(
+    agentId: string,
+    options: { priority: Priority; webhookUrl: string | null; force: boolean },
+  ): Promise<{ task: TaskView; created: boolean }> {
+    const { database, config, logger } = this.deps;
+    await requireAgent(database.db, agentId);
+    const { task, created } = await insertTask(database.db, {
+      taskId: newTaskId(),
+      agentId,
+      priority: options.priority,
+      webhookUrl: options.webhookUrl,
+      timeoutMs: config.taskTimeoutMs,
+      maxAttempts: config.maxAttempts,
+      dedupe: !options.force,
+    });
+    if (created) {
+      try {
+        await this.dispatcher.dispatch([{ taskId: task.task_id, priority: task.priority, score: Date.parse(task.created_at) }]);
+      } catch (error) {
+        logger.warn({ taskId: task.task_id, err: error }, "dispatch failed; the reconciler will dispatch the task");
+      }
+    }
+    return { task: await this.decorate(task), created };
+  }
+
+  async view(taskId: string, agentId?: string): Promise<TaskView> {
+    const task = await getTask(this.deps.database.db, taskId);
+    if (!task || (agentId !== undefined && task.agent_id !== agentId)) throw notFound("task", taskId);
+    return this.decorate(task);
+  }
+
+  /** DELETE semantics of domain.md; returns false for an unknown task. */
+  async cancel(taskId: string): Promise<boolean> {
+    const outcome = await requestCancel(this.deps.database.db, taskId);
+    if (!outcome) return false;
+    if (outcome.previous === "pending") await this.dispatcher.remove(taskId, outcome.priority);
+    if (outcome.previous === "running") await this.deps.redis.publish(this.keys.cancelChannel, taskId);
+    return true;
+  }
+
+  private async decorate(task: TaskRecord): Promise<TaskView> {
+    if (isTerminal(task.status)) return { ...task, queue_position: null, estimated_completion_at: null };
+    const [position, runtimeMs, capacity] = await Promise.all([
+      task.status === "pending" ? this.dispatcher.position(task.task_id, task.priority) : Promise.resolve(null),
+      this.averageRuntimeMs(),
+      this.capacity(),
+    ]);
+    const now = Date.now();
+    let eta: number;
+    if (task.status === "running" && task.started_at) eta = Math.max(now, Date.parse(task.started_at) + runtimeMs);
+    else {
+      // Tasks ahead run `workers` at a time; busy workers first finish what they run.
+      const ahead = (position ?? 1) - 1 + capacity.busy;
+      eta = now + (Math.floor(ahead / capacity.workers) + 1) * runtimeMs;
+    }
+    return { ...task, queue_position: position, estimated_completion_at: new Date(eta).toISOString() };
+  }
+
+  private async averageRuntimeMs(): Promise<number> {
+    const samples = (await this.deps.redis.lrange(this.keys.runtimes, 0, RUNTIME_SAMPLES - 1)).map(Number).filter(Number.isFinite);
+    return samples.length === 0 ? DEFAULT_RUNTIME_MS : samples.reduce((a, b) => a + b, 0) / samples.length;
+  }
+
+  /** Live workers across supervisors (entries whose heartbeat has not expired). */
+  private async capacity(): Promise<{ workers: number; busy: number }> {
+    const entries = Object.values(await this.deps.redis.hgetall(this.keys.capacity));
+    let workers = 0;
+    let busy = 0;
+    const now = Date.now();
+    for (const raw of entries) {
+      try {
+        const c = JSON.parse(raw) as { workers: number; busy: number; expires: number };
+        if (c.expires < now) continue;
+        workers += c.workers;
+        busy += c.busy;
+      } catch {
+        // a malformed entry is ignored
+      }
+    }
+    return { workers: Math.max(1, workers), busy };
+  }
+}

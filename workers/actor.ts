@@ -1,0 +1,201 @@
+/**
+ * A worker actor: one Bun Worker thread that pulls task ids from Redis
+ * (blocking pop, highest priority first), claims each in PostgreSQL, runs it
+ * with an AbortSignal, and tells the supervisor what happens by postMessage.
+ * It runs one task at a time; the supervisor owns the clock (timeouts) and
+ * relays cancels.
+ */
+import Redis from "ioredis";
+import { openDatabase, type Database } from "../src/db/client.ts";
+import { claimTask, completeTask, endTask, recordProgress, requeueTask } from "../src/db/tasks.ts";
+import { queueKeys, type QueueKeys } from "../src/queue/keys.ts";
+import { popNext } from "../src/queue/dispatch.ts";
+import { Dispatcher } from "../src/queue/dispatch.ts";
+import {
+  assertNever,
+  isSupervisorMessage,
+  type CancelReason,
+  type SupervisorMessage,
+  type WorkerMessage,
+  type WorkerSettings,
+} from "../src/protocol/messages.ts";
+import type { TaskHandler } from "./handlers/types.ts";
+
+declare const self: Worker;
+
+/** Recent run times kept for completion estimates. */
+const RUNTIME_SAMPLES = 100;
+
+interface Running {
+  taskId: string;
+  leaseToken: string;
+  controller: AbortController;
+}
+
+class Actor {
+  private draining = false;
+  private running: Running | null = null;
+  private readonly database: Database;
+  private readonly redis: Redis;
+  private readonly blocking: Redis;
+  private readonly keys: QueueKeys;
+  private readonly dispatcher: Dispatcher;
+
+  constructor(
+    private readonly workerId: string,
+    private readonly settings: WorkerSettings,
+    private readonly handler: TaskHandler,
+  ) {
+    this.database = openDatabase(settings.databaseUrl, { max: 2, applicationName: `agentq-worker-${workerId}` });
+    this.redis = new Redis(settings.redisUrl, { maxRetriesPerRequest: null });
+    this.blocking = new Redis(settings.redisUrl, { maxRetriesPerRequest: null });
+    this.keys = queueKeys(settings.redisPrefix);
+    this.dispatcher = new Dispatcher(this.redis, this.keys);
+    for (const r of [this.redis, this.blocking]) r.on("error", () => {}); // reconnects by itself; failures surface in calls
+  }
+
+  send(message: WorkerMessage) {
+    self.postMessage(message);
+  }
+
+  log(level: "debug" | "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>) {
+    this.send({ type: "log", level, msg, fields: { workerId: this.workerId, ...fields } });
+  }
+
+  handle(message: SupervisorMessage) {
+    switch (message.type) {
+      case "init":
+        return; // only the first init matters; see bootstrap below
+      case "cancel":
+        if (this.running?.taskId === message.taskId) this.running.controller.abort(message.reason);
+        return;
+      case "drain":
+        this.draining = true;
+        // Wake the blocking pop now instead of at its timeout.
+        if (!this.running) this.blocking.disconnect();
+        return;
+      default:
+        assertNever(message);
+    }
+  }
+
+  async loop() {
+    this.send({ type: "ready", workerId: this.workerId });
+    while (!this.draining) {
+      let next: Awaited<ReturnType<typeof popNext>> = null;
+      try {
+        next = await popNext(this.blocking, this.keys, this.settings.popTimeoutSeconds);
+      } catch (error) {
+        if (this.draining) break;
+        this.log("warn", "redis pop failed; retrying", { err: String(error) });
+        await Bun.sleep(250);
+        continue;
+      }
+      if (!next) continue;
+      try {
+        await this.runOne(next.taskId);
+      } catch (error) {
+        // PostgreSQL unreachable mid-task and the like: the lease will lapse and the task be retried.
+        this.log("error", "task bookkeeping failed", { taskId: next.taskId, err: String(error) });
+        if (this.running) this.send({ type: "released", taskId: next.taskId });
+        this.running = null;
+        await Bun.sleep(250);
+      }
+    }
+    this.blocking.disconnect();
+    this.send({ type: "drained" });
+  }
+
+  private async runOne(taskId: string) {
+    const claim = await claimTask(this.database.db, taskId, this.workerId, this.settings.leaseMs);
+    if (!claim) return; // cancelled, or someone else has it: nothing to do
+    const controller = new AbortController();
+    this.running = { taskId, leaseToken: claim.leaseToken, controller };
+    this.send({ type: "started", taskId, leaseToken: claim.leaseToken, attempt: claim.attempt, timeoutMs: claim.timeoutMs });
+    const started = performance.now();
+    let lastPercent = 0;
+    try {
+      const result = await this.handler({
+        taskId,
+        agentId: claim.agentId,
+        attempt: claim.attempt,
+        database: this.database,
+        settings: this.settings,
+        signal: controller.signal,
+        progress: async (percent) => {
+          if (percent <= lastPercent) return;
+          lastPercent = percent;
+          this.send({ type: "progress", taskId, percent });
+          await recordProgress(this.database.db, taskId, claim.leaseToken, percent);
+        },
+      });
+      if (controller.signal.aborted) throw controller.signal.reason;
+      const outcome = await completeTask(this.database.db, taskId, claim.leaseToken, result);
+      const durationMs = Math.round(performance.now() - started);
+      if (outcome === "completed") {
+        this.send({ type: "completed", taskId, durationMs });
+        await this.redis.pipeline().lpush(this.keys.runtimes, durationMs).ltrim(this.keys.runtimes, 0, RUNTIME_SAMPLES - 1).exec();
+      } else if (outcome === "cancelled") this.send({ type: "cancelled", taskId });
+      else this.send({ type: "released", taskId });
+    } catch (error) {
+      await this.finishAfterError(taskId, claim.leaseToken, controller.signal, error);
+    } finally {
+      this.running = null;
+    }
+  }
+
+  private async finishAfterError(taskId: string, leaseToken: string, signal: AbortSignal, error: unknown) {
+    const db = this.database.db;
+    if (signal.aborted) {
+      const reason = signal.reason as CancelReason;
+      switch (reason) {
+        case "cancelled":
+          await endTask(db, taskId, leaseToken, "cancelled", null);
+          this.send({ type: "cancelled", taskId });
+          return;
+        case "timeout":
+          await endTask(db, taskId, leaseToken, "timeout", "task exceeded its time limit");
+          this.send({ type: "timed_out", taskId });
+          return;
+        case "shutdown": {
+          const back = await requeueTask(db, taskId, leaseToken, "handed back on shutdown", true);
+          if (back?.status === "pending") await this.dispatcher.dispatch([{ taskId, priority: back.priority, score: Date.parse(back.created_at) }]);
+          this.send({ type: "released", taskId });
+          return;
+        }
+        default:
+          assertNever(reason);
+      }
+    }
+    const message = error instanceof Error ? error.message : String(error);
+    await endTask(db, taskId, leaseToken, "failed", message.slice(0, 2000));
+    this.send({ type: "failed", taskId, error: message.slice(0, 2000) });
+  }
+
+  async close() {
+    this.redis.disconnect();
+    this.blocking.disconnect();
+    await this.database.close();
+  }
+}
+
+/** Entry for a worker script: wires the thread's messages to an actor running `handler`. */
+export function runActor(handler: TaskHandler) {
+  let actor: Actor | null = null;
+  self.addEventListener("message", (event: MessageEvent) => {
+    const message: unknown = event.data;
+    if (!isSupervisorMessage(message)) return;
+    if (message.type === "init" && !actor) {
+      actor = new Actor(message.workerId, message.settings, handler);
+      const a = actor;
+      a.loop()
+        .then(() => a.close())
+        .catch((error) => {
+          // An actor that cannot go on dies loudly; the supervisor replaces the thread.
+          throw error;
+        });
+      return;
+    }
+    actor?.handle(message);
+  });
+}

@@ -1,0 +1,17 @@
+/** What a task handler gets and returns. Handlers run inside a worker actor. */
+import type { Database } from "../../src/db/client.ts";
+import type { WorkerSettings } from "../../src/protocol/messages.ts";
+import type { CoverageResult } from "../../src/coverage/meter.ts";
+
+export interface TaskContext {
+  taskId: string;
+  agentId: string;
+  attempt: number;
+  database: Database;
+  settings: WorkerSettings;
+  /** Fires when the supervisor asks this task to stop (cancel, timeout, shutdown). */
+  signal: AbortSignal;
+  progress(percent: number): Promise<void>;
+}
+
+export type TaskHandler = (ctx: TaskContext) => Promise<CoverageResult>;

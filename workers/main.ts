@@ -1,0 +1,5 @@
+/** The production worker thread: runs coverage_refresh tasks. */
+import { runActor } from "./actor.ts";
+import { coverageRefresh } from "./handlers/coverageRefresh.ts";
+
+runActor(coverageRefresh);
