@@ -20,6 +20,8 @@ import {
   type WorkerSettings,
 } from "../src/protocol/messages.ts";
 import type { TaskHandler } from "./handlers/types.ts";
+import type { CoverageResult } from "../src/coverage/meter.ts";
+import { isTransientDbError } from "../src/db/errors.ts";
 
 declare const self: Worker;
 
@@ -95,9 +97,10 @@ class Actor {
       try {
         await this.runOne(next.taskId);
       } catch (error) {
-        // PostgreSQL unreachable mid-task and the like: the lease will lapse and the task be retried.
-        this.log("error", "task bookkeeping failed", { taskId: next.taskId, err: String(error) });
-        if (this.running) this.send({ type: "released", taskId: next.taskId });
+        // Bookkeeping failed (PostgreSQL unreachable, say). The task is no longer
+        // ours to manage: its lease lapses and the reconciler retries it.
+        this.log("error", "task bookkeeping failed; releasing the task", { taskId: next.taskId, err: String(error) });
+        this.send({ type: "released", taskId: next.taskId });
         this.running = null;
         await Bun.sleep(250);
       }
@@ -114,8 +117,9 @@ class Actor {
     this.send({ type: "started", taskId, leaseToken: claim.leaseToken, attempt: claim.attempt, timeoutMs: claim.timeoutMs });
     const started = performance.now();
     let lastPercent = 0;
+    let result: CoverageResult;
     try {
-      const result = await this.handler({
+      result = await this.handler({
         taskId,
         agentId: claim.agentId,
         attempt: claim.attempt,
@@ -130,18 +134,26 @@ class Actor {
         },
       });
       if (controller.signal.aborted) throw controller.signal.reason;
-      const outcome = await completeTask(this.database.db, taskId, claim.leaseToken, result);
-      const durationMs = Math.round(performance.now() - started);
-      if (outcome === "completed") {
-        this.send({ type: "completed", taskId, durationMs });
-        await this.redis.pipeline().lpush(this.keys.runtimes, durationMs).ltrim(this.keys.runtimes, 0, RUNTIME_SAMPLES - 1).exec();
-      } else if (outcome === "cancelled") this.send({ type: "cancelled", taskId });
-      else this.send({ type: "released", taskId });
     } catch (error) {
       await this.finishAfterError(taskId, claim.leaseToken, controller.signal, error);
-    } finally {
       this.running = null;
+      return;
     }
+    // Errors from here on are bookkeeping errors: loop() releases the task.
+    const outcome = await completeTask(this.database.db, taskId, claim.leaseToken, result);
+    this.running = null;
+    const durationMs = Math.round(performance.now() - started);
+    if (outcome === "completed") {
+      this.send({ type: "completed", taskId, durationMs });
+      // Only feeds completion estimates: losing a sample is fine.
+      await this.redis
+        .pipeline()
+        .lpush(this.keys.runtimes, durationMs)
+        .ltrim(this.keys.runtimes, 0, RUNTIME_SAMPLES - 1)
+        .exec()
+        .catch(() => {});
+    } else if (outcome === "cancelled") this.send({ type: "cancelled", taskId });
+    else this.send({ type: "released", taskId });
   }
 
   private async finishAfterError(taskId: string, leaseToken: string, signal: AbortSignal, error: unknown) {
@@ -168,6 +180,13 @@ class Actor {
       }
     }
     const message = error instanceof Error ? error.message : String(error);
+    if (isTransientDbError(error)) {
+      // The database went away under the task: not the task's fault, so it is retried.
+      const back = await requeueTask(db, taskId, leaseToken, `database connection lost: ${message}`.slice(0, 2000));
+      if (back?.status === "pending") await this.dispatcher.dispatch([{ taskId, priority: back.priority, score: Date.parse(back.created_at) }]);
+      this.send({ type: "released", taskId });
+      return;
+    }
     await endTask(db, taskId, leaseToken, "failed", message.slice(0, 2000));
     this.send({ type: "failed", taskId, error: message.slice(0, 2000) });
   }

@@ -4,6 +4,11 @@
  */
 import { t } from "elysia";
 import { AppError, type ErrorCode } from "../core/errors.ts";
+import { isTransientDbError } from "../db/errors.ts";
+
+/** ioredis gives up on a command when it cannot reach Redis. */
+const isRedisUnavailable = (error: unknown) =>
+  error instanceof Error && /Connection is closed|MaxRetriesPerRequestError|Reached the max retries/i.test(`${error.name} ${error.message}`);
 
 export const ErrorBody = t.Object(
   {
@@ -65,7 +70,6 @@ const PG_CLIENT_ERRORS: Record<string, { status: number; code: string; message: 
   "40P01": { status: 409, code: "conflict", message: "a concurrent change conflicted; retry" },
 };
 
-const CONNECTION_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "CONNECTION_CLOSED", "CONNECTION_ENDED", "CONNECTION_DESTROYED", "CONNECT_TIMEOUT", "57P01", "57P03", "08006", "08001"]);
 
 /**
  * Maps any thrown value to a response. `elysiaCode` is the code Elysia gives its
@@ -100,7 +104,7 @@ export function toErrorResponse(elysiaCode: string | number, error: unknown): Er
     const m = PG_CLIENT_ERRORS[pgCode];
     return { ...respond(m.status, m.code, m.message, { detail: pgError?.detail }), internal: false };
   }
-  if (pgCode && CONNECTION_ERRORS.has(pgCode))
+  if (isTransientDbError(error) || isRedisUnavailable(error))
     return { ...respond(503, "dependency_unavailable", "a backing service is unavailable; retry later"), internal: true };
   return { ...respond(500, "internal_error", "internal error"), internal: true };
 }

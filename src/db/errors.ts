@@ -1,0 +1,34 @@
+/**
+ * Classifies database errors: a lost or refused connection is the
+ * infrastructure's fault and worth a retry; anything else is the statement's.
+ */
+const TRANSIENT_CODES = new Set([
+  // postgres.js connection states
+  "CONNECTION_CLOSED",
+  "CONNECTION_ENDED",
+  "CONNECTION_DESTROYED",
+  "CONNECT_TIMEOUT",
+  // sockets
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EPIPE",
+  "ETIMEDOUT",
+  // PostgreSQL: admin_shutdown, crash_shutdown, cannot_connect_now, connection exceptions
+  "57P01",
+  "57P02",
+  "57P03",
+  "08000",
+  "08003",
+  "08006",
+  "08001",
+  "08004",
+]);
+
+/** True when `error` (or the error it wraps, as Drizzle does) means the connection failed. */
+export function isTransientDbError(error: unknown): boolean {
+  for (let e: unknown = error, depth = 0; e && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string" && TRANSIENT_CODES.has(code)) return true;
+  }
+  return false;
+}
