@@ -45,7 +45,7 @@ export interface Gap {
   recommendation: string;
 }
 
-/** Tolerance for products like 0.7 * 10 that binary floating point makes 7.000000000000001. */
+/** Tolerance for products like 0.28 * 25 that binary floating point makes 7.000000000000001. */
 const EPSILON = 1e-9;
 
 /**
