@@ -1,0 +1,93 @@
+/**
+ * The step-by-step coverage computation that background tasks run must agree
+ * with the one-statement meter, report rising progress, and stop when aborted.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { createTestContext, type TestContext } from "../helpers/app.ts";
+import { postAgent, postDocument, postTaxonomy, uuid } from "../helpers/fixtures.ts";
+import { measureCoverage } from "../../src/coverage/meter.ts";
+import { measureCoverageInSteps, MAX_BATCHES } from "../../src/coverage/stepwise.ts";
+import { requireAgent, type AgentView } from "../../src/db/agents.ts";
+import { coverageRefresh } from "../../workers/handlers/coverageRefresh.ts";
+
+let ctx: TestContext;
+let agent: AgentView;
+const settings = { confidenceThreshold: 0.7, defaultTargetDocuments: 3 };
+
+beforeAll(async () => {
+  ctx = await createTestContext();
+  // A root with 40 children and a shared grandchild: more nodes than MAX_BATCHES batches.
+  const root = uuid();
+  const children = Array.from({ length: 40 }, () => uuid());
+  const shared = uuid();
+  await postTaxonomy(ctx, "v1", [
+    { node_id: root, label: "root" },
+    ...children.map((c, i) => ({ node_id: c, label: `c${i}`, parent_ids: [root] })),
+    { node_id: shared, label: "shared", parent_ids: [children[0]!, children[1]!] },
+  ]);
+  for (let i = 0; i < 30; i++)
+    await postDocument(ctx, {
+      chunks: Array.from({ length: (i % 3) + 1 }, (_, k) => `text ${i} ${k}`),
+      mappings: [
+        { node_id: children[i % 40]!, version: "v1", confidence: 0.9 },
+        { node_id: shared, version: "v1", confidence: i % 2 === 0 ? 0.7 : 0.69 },
+      ],
+    });
+  const { agent_id } = await postAgent(ctx, { taxonomy_node_ids: [root], coverage_targets: { [shared]: 20 } });
+  agent = await requireAgent(ctx.database.db, agent_id);
+});
+afterAll(() => ctx.close());
+
+const withoutTime = <T extends { calculated_at: string }>(r: T) => ({ ...r, calculated_at: "" });
+
+test("computes exactly what the one-statement meter computes", async () => {
+  const stepwise = await measureCoverageInSteps(ctx.database.db, agent, settings);
+  const oneShot = await measureCoverage(ctx.database.db, agent, settings);
+  expect(withoutTime(stepwise)).toEqual(withoutTime(oneShot));
+  expect(Object.keys(stepwise.node_coverage)).toHaveLength(42);
+});
+
+test("reports strictly rising progress in a bounded number of steps", async () => {
+  const seen: number[] = [];
+  await measureCoverageInSteps(ctx.database.db, agent, settings, { onProgress: (p) => void seen.push(p) });
+  expect(seen.length).toBeLessThanOrEqual(MAX_BATCHES + 2);
+  expect(seen.length).toBeGreaterThan(3);
+  for (let i = 1; i < seen.length; i++) expect(seen[i]!).toBeGreaterThan(seen[i - 1]!);
+  expect(seen[seen.length - 1]).toBeLessThan(100);
+});
+
+test("stops at the next step once its signal is aborted", async () => {
+  const controller = new AbortController();
+  const seen: number[] = [];
+  const run = measureCoverageInSteps(ctx.database.db, agent, settings, {
+    signal: controller.signal,
+    onProgress: (p) => {
+      seen.push(p);
+      if (seen.length === 2) controller.abort("cancelled");
+    },
+  });
+  await expect(run).rejects.toThrow("cancelled");
+  expect(seen).toHaveLength(2);
+});
+
+test("the coverage_refresh handler measures the task's agent", async () => {
+  const progress: number[] = [];
+  const result = await coverageRefresh({
+    taskId: "t",
+    agentId: agent.agent_id,
+    attempt: 1,
+    database: ctx.database,
+    settings: {
+      databaseUrl: ctx.config.databaseUrl,
+      redisUrl: ctx.config.redisUrl,
+      redisPrefix: ctx.config.redisPrefix,
+      leaseMs: 1000,
+      popTimeoutSeconds: 1,
+      ...settings,
+    },
+    signal: new AbortController().signal,
+    progress: async (p) => void progress.push(p),
+  });
+  expect(withoutTime(result)).toEqual(withoutTime(await measureCoverage(ctx.database.db, agent, settings)));
+  expect(progress.length).toBeGreaterThan(0);
+});
