@@ -27,6 +27,8 @@ declare const self: Worker;
 
 /** Recent run times kept for completion estimates. */
 const RUNTIME_SAMPLES = 100;
+/** Progress reaches PostgreSQL at most this often per task (the supervisor hears every step). */
+const PROGRESS_WRITE_INTERVAL_MS = 100;
 
 interface Running {
   taskId: string;
@@ -117,6 +119,7 @@ class Actor {
     this.send({ type: "started", taskId, leaseToken: claim.leaseToken, attempt: claim.attempt, timeoutMs: claim.timeoutMs });
     const started = performance.now();
     let lastPercent = 0;
+    let lastProgressWrite = started;
     let result: CoverageResult;
     try {
       result = await this.handler({
@@ -130,6 +133,10 @@ class Actor {
           if (percent <= lastPercent) return;
           lastPercent = percent;
           this.send({ type: "progress", taskId, percent });
+          // Throttled: a short task writes no progress rows at all (completion writes 100).
+          const now = performance.now();
+          if (now - lastProgressWrite < PROGRESS_WRITE_INTERVAL_MS) return;
+          lastProgressWrite = now;
           await recordProgress(this.database.db, taskId, claim.leaseToken, percent);
         },
       });
