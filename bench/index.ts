@@ -1,0 +1,58 @@
+/**
+ * `bun run bench <name> [flags]`: runs one benchmark module. Each module exports
+ * `run(args)` and lives beside this file; add new ones (engine, webhooks, ...) to
+ * BENCHMARKS below.
+ */
+
+export interface BenchmarkModule {
+  /** Runs the benchmark; resolves to the process exit code (2 for bad flags). */
+  run(args: string[]): Promise<number>;
+}
+
+interface BenchmarkEntry {
+  summary: string;
+  load(): Promise<BenchmarkModule>;
+}
+
+const BENCHMARKS: Record<string, BenchmarkEntry> = {
+  coverage: {
+    summary: "coverage meter (one statement) against the naive per-node approach, on a 1M-chunk corpus",
+    load: () => import("./coverage.ts"),
+  },
+};
+
+function usage(): string {
+  const width = Math.max(...Object.keys(BENCHMARKS).map((n) => n.length));
+  const lines = Object.entries(BENCHMARKS).map(([name, b]) => `  ${name.padEnd(width)}  ${b.summary}`);
+  return [
+    "usage: bun run bench <name> [flags]",
+    "",
+    "benchmarks:",
+    ...lines,
+    "",
+    "Results are written to docs/benchmarks.md. `bun run bench <name> --help` lists a benchmark's flags.",
+  ].join("\n");
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === "-h" || name === "--help" || name === "help") {
+    console.log(usage());
+    return 0;
+  }
+  const entry = name === undefined ? undefined : BENCHMARKS[name];
+  if (!entry) {
+    if (name !== undefined) console.error(`unknown benchmark: ${name}\n`);
+    console.error(usage());
+    return 2;
+  }
+  const mod: BenchmarkModule = await entry.load();
+  return mod.run(rest);
+}
+
+try {
+  process.exitCode = await main(process.argv.slice(2));
+} catch (error) {
+  console.error(error instanceof Error ? (error.stack ?? error.message) : error);
+  process.exitCode = 1;
+}
