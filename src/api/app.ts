@@ -30,6 +30,34 @@ function apiKeyGuard(deps: AppDeps) {
   };
 }
 
+interface RouteEntry {
+  method: string;
+  path: string;
+  hooks?: { body?: unknown };
+}
+
+/**
+ * The OpenAPI plugin documents a request body only for routes with a named
+ * parser; ours (body.ts) is a function, so it would publish `content: {}`.
+ * This fills in each route's JSON body schema when the spec is served.
+ */
+function documentJsonBodies(routes: () => readonly RouteEntry[]) {
+  return ({ request, responseValue }: { request: Request; responseValue: unknown }) => {
+    if (request.method !== "GET" || new URL(request.url).pathname !== OPENAPI_SPEC_PATH) return;
+    const paths = (responseValue as { paths?: Record<string, Record<string, { requestBody?: { content?: Record<string, unknown> } }>> })?.paths;
+    if (!paths) return;
+    for (const route of routes()) {
+      if (!route.hooks?.body) continue;
+      const operation = paths[route.path.replace(/:([^/]+)/g, "{$1}")]?.[route.method.toLowerCase()];
+      if (operation?.requestBody && Object.keys(operation.requestBody.content ?? {}).length === 0)
+        operation.requestBody.content = { "application/json": { schema: route.hooks.body } };
+    }
+  };
+}
+
+const OPENAPI_PATH = "/swagger";
+const OPENAPI_SPEC_PATH = `${OPENAPI_PATH}/json`;
+
 export function createApp(deps: AppDeps) {
   const api = new Elysia({ prefix: API_PREFIX })
     .use(taxonomyRoutes(deps))
@@ -37,10 +65,12 @@ export function createApp(deps: AppDeps) {
     .use(agentRoutes(deps))
     .use(taskRoutes(deps));
 
-  return new Elysia({ name: "agentq", normalize: false })
+  const root = new Elysia({ name: "agentq", normalize: false });
+  return root
+    .onAfterHandle(documentJsonBodies(() => root.routes))
     .use(
       openapi({
-        path: "/swagger",
+        path: OPENAPI_PATH,
         provider: "swagger-ui",
         documentation: {
           info: {

@@ -4,12 +4,24 @@
  * file starts from the same migrated, empty state).
  */
 import postgres from "postgres";
-import { randomBytes } from "node:crypto";
-import { ensureDatabase, migrateDatabase } from "../../src/db/migrate.ts";
+import { createHash, randomBytes } from "node:crypto";
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { ensureDatabase, migrateDatabase, MIGRATIONS_FOLDER } from "../../src/db/migrate.ts";
 
 /** Server the tests use; never a user's database (names all start with agentq_test_). */
 export const TEST_SERVER_URL = process.env.AGENTQ_TEST_DATABASE_URL ?? "postgres://root@127.0.0.1:5432/postgres";
-const TEMPLATE = "agentq_test_template";
+/**
+ * The template's name carries a digest of the migrations, so a changed or
+ * regenerated migration gets a fresh template instead of a half-migrated one.
+ */
+function migrationsDigest(): string {
+  const hash = createHash("sha256");
+  const files = [...readdirSync(MIGRATIONS_FOLDER).filter((f) => f.endsWith(".sql")).sort(), "meta/_journal.json"];
+  for (const f of files) hash.update(f).update(readFileSync(join(MIGRATIONS_FOLDER, f)));
+  return hash.digest("hex").slice(0, 12);
+}
+const TEMPLATE = `agentq_test_template_${migrationsDigest()}`;
 
 export const urlFor = (database: string) => {
   const u = new URL(TEST_SERVER_URL);

@@ -30,7 +30,7 @@ export const systemRoutes = (deps: AppDeps) =>
   new Elysia({ name: "agentq.system", tags: ["operations"] })
     .get("/healthz", () => ({ status: "ok" as const }), {
       response: { 200: t.Object({ status: t.Literal("ok") }) },
-      detail: { summary: "Liveness: the process answers" },
+      detail: { summary: "Liveness: the process answers", security: [] },
     })
     .get(
       "/readyz",
@@ -46,6 +46,6 @@ export const systemRoutes = (deps: AppDeps) =>
       },
       {
         response: { 200: Readiness, 503: Readiness },
-        detail: { summary: "Readiness: PostgreSQL and Redis answer and the process is not draining" },
+        detail: { summary: "Readiness: PostgreSQL and Redis answer and the process is not draining", security: [] },
       },
     );

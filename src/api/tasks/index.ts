@@ -9,7 +9,7 @@ import { insertCoverageHistory, storeAgentCoverage } from "../../db/coverage.ts"
 import { listCoverageHistory } from "../../db/tasks.ts";
 import { measureCoverage } from "../../coverage/meter.ts";
 import { TaskService } from "../../tasks/service.ts";
-import { notFound } from "../../core/errors.ts";
+import { AppError, notFound } from "../../core/errors.ts";
 
 export const taskRoutes = (deps: AppDeps) => {
   const db = deps.database.db;
@@ -18,6 +18,9 @@ export const taskRoutes = (deps: AppDeps) => {
     .post(
       "/agents/:agent_id/coverage/refresh",
       async ({ params, query, body, status }) => {
+        // Elysia does not validate an optional body that is not an object ([], 1, "x", null): refuse it here.
+        if (body !== undefined && (body === null || typeof body !== "object" || Array.isArray(body)))
+          throw new AppError("validation_error", "invalid body: Expected object", { on: "body", issues: [{ path: "/", message: "Expected object" }] });
         if (query.background === false) {
           const agent = await requireAgent(db, params.agent_id);
           const result = await measureCoverage(db, agent, deps.config);

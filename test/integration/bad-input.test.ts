@@ -1,0 +1,456 @@
+/**
+ * One test per class of bad input: each asserts a 4xx, the single error shape
+ * `{error: {code, message, details?}}`, the specific code, and that nothing was
+ * (half-)written.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { createTestContext, TEST_API_KEY, type TestContext, type TestResponse } from "../helpers/app.ts";
+import { postAgent, postDocument, postTaxonomy, uuid } from "../helpers/fixtures.ts";
+
+const MAX_BODY = 2048;
+
+let ctx: TestContext;
+const V1 = "bad-1";
+const V2 = "bad-2";
+const root = uuid();
+const child = uuid();
+const otherVersionNode = uuid();
+let agentId: string;
+let docId: string;
+
+beforeAll(async () => {
+  ctx = await createTestContext({ maxBodyBytes: MAX_BODY });
+  await postTaxonomy(ctx, V1, [
+    { node_id: root, label: "Root" },
+    { node_id: child, label: "Child", parent_ids: [root] },
+  ]);
+  await postTaxonomy(ctx, V2, [{ node_id: otherVersionNode, label: "Elsewhere" }]);
+  docId = (await postDocument(ctx, { title: "seed", chunks: ["seed text"], mappings: [{ node_id: child, version: V1, confidence: 0.9 }] })).doc_id;
+  agentId = (await postAgent(ctx, { name: "seed agent", taxonomy_node_ids: [root], taxonomy_version: V1, coverage_targets: { [root]: 2 } })).agent_id;
+});
+afterAll(() => ctx.close());
+
+const TABLES = [
+  "taxonomy_nodes",
+  "taxonomy_edges",
+  "documents",
+  "chunks",
+  "doc_taxonomy",
+  "agents",
+  "coverage_targets",
+  "background_tasks",
+  "coverage_history",
+] as const;
+
+/** A digest of every row of every table the API writes: any change at all shows. */
+async function snapshot(): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const table of TABLES) {
+    const [row] = await ctx.database.sql<{ digest: string }[]>`
+      select count(*)::text || ':' || md5(coalesce(string_agg(t::text, '|' order by t::text), '')) as digest
+      from ${ctx.database.sql(table)} t`;
+    out[table] = row!.digest;
+  }
+  return out;
+}
+
+async function queuedKeys(): Promise<string[]> {
+  return (await ctx.redis.keys(`${ctx.config.redisPrefix}:*`)).sort();
+}
+
+/** The one error shape, with the given status and code. */
+function expectError(res: TestResponse, status: number, code: string, what = "") {
+  expect({ what, status: res.status, code: res.body?.error?.code }).toEqual({ what, status, code });
+  expect(res.headers.get("content-type")).toContain("application/json");
+  expect(Object.keys(res.body)).toEqual(["error"]);
+  const keys = Object.keys(res.body.error);
+  expect(keys).toEqual(expect.arrayContaining(["code", "message"]));
+  for (const k of keys) expect(["code", "message", "details"]).toContain(k);
+  expect(typeof res.body.error.message).toBe("string");
+  expect(res.body.error.message.trim().length).toBeGreaterThan(0);
+}
+
+/** Runs `send`, expects every response to be the given error, and proves nothing changed. */
+async function expectRejectedWithoutWrites(status: number, code: string, send: () => Promise<[string, TestResponse][]>) {
+  const before = await snapshot();
+  const keysBefore = await queuedKeys();
+  const results = await send();
+  expect(results.length).toBeGreaterThan(0);
+  for (const [what, res] of results) expectError(res, status, code, what);
+  expect(await snapshot()).toEqual(before);
+  expect(await queuedKeys()).toEqual(keysBefore);
+}
+
+const validDoc = (over: Record<string, unknown> = {}) => ({
+  title: "a document",
+  chunks: [{ text: "text" }],
+  mappings: [{ node_id: root, version: V1, confidence: 0.8 }],
+  ...over,
+});
+
+test("malformed JSON is 400 malformed_json", async () => {
+  const bodies = ["{bad", '{"version": "x",}', "{'version': 'x'}", '{"nodes": [', "NaN", "undefined", '{"a":1}}', "\u0000"];
+  await expectRejectedWithoutWrites(400, "malformed_json", async () => {
+    const out: [string, TestResponse][] = [];
+    for (const raw of bodies) {
+      out.push([`taxonomies ${raw}`, await ctx.request("POST", "taxonomies", { rawBody: raw })]);
+      out.push([`documents ${raw}`, await ctx.request("POST", "documents", { rawBody: raw })]);
+      out.push([`bulk ${raw}`, await ctx.request("POST", "documents/bulk", { rawBody: raw })]);
+      out.push([`agent ${raw}`, await ctx.request("POST", "agents/from-taxonomy", { rawBody: raw })]);
+      out.push([`patch ${raw}`, await ctx.request("PATCH", `agents/${agentId}`, { rawBody: raw })]);
+      out.push([`query ${raw}`, await ctx.request("POST", `agents/${agentId}/query`, { rawBody: raw })]);
+      out.push([`refresh ${raw}`, await ctx.request("POST", `agents/${agentId}/coverage/refresh`, { rawBody: raw })]);
+    }
+    return out;
+  });
+});
+
+test("wrong types are 400 validation_error naming the field", async () => {
+  const cases: [string, string, string, unknown, string][] = [
+    ["POST", "taxonomies", "version number", { version: 1, nodes: [{ node_id: uuid(), label: "x" }] }, "/version"],
+    ["POST", "taxonomies", "nodes string", { version: "w", nodes: "x" }, "/nodes"],
+    ["POST", "taxonomies", "label object", { version: "w", nodes: [{ node_id: uuid(), label: { a: 1 } }] }, "/nodes/0/label"],
+    ["POST", "taxonomies", "parent_ids string", { version: V1, nodes: [{ node_id: uuid(), label: "x", parent_ids: root }] }, "/nodes/0/parent_ids"],
+    ["POST", "documents", "title number", validDoc({ title: 5 }), "/title"],
+    ["POST", "documents", "chunks object", validDoc({ chunks: { text: "x" } }), "/chunks"],
+    ["POST", "documents", "confidence boolean", validDoc({ mappings: [{ node_id: root, version: V1, confidence: true }] }), "/mappings/0/confidence"],
+    ["POST", "documents", "confidence string", validDoc({ mappings: [{ node_id: root, version: V1, confidence: "0.9" }] }), "/mappings/0/confidence"],
+    ["POST", "documents", "confidence above 1", validDoc({ mappings: [{ node_id: root, version: V1, confidence: 1.5 }] }), "/mappings/0/confidence"],
+    ["POST", "documents", "token_count negative", validDoc({ chunks: [{ text: "x", token_count: -1 }] }), "/chunks/0/token_count"],
+    ["POST", "documents/bulk", "documents object", { documents: validDoc() }, "/documents"],
+    ["POST", "agents/from-taxonomy", "node ids string", { name: "x", taxonomy_node_ids: root }, "/taxonomy_node_ids"],
+    ["POST", "agents/from-taxonomy", "level text", { name: "x", taxonomy_node_ids: [root], level: "high" }, "/level"],
+    ["POST", "agents/from-taxonomy", "level 6", { name: "x", taxonomy_node_ids: [root], level: 6 }, "/level"],
+    ["POST", "agents/from-taxonomy", "config array", { name: "x", taxonomy_node_ids: [root], retrieval_config: [1, 2] }, "/retrieval_config"],
+    ["POST", "agents/from-taxonomy", "empty name", { name: "", taxonomy_node_ids: [root] }, "/name"],
+    ["PATCH", `agents/${agentId}`, "name null", { name: null }, "/name"],
+    ["PATCH", `agents/${agentId}`, "level float", { level: 2.5 }, "/level"],
+    ["POST", `agents/${agentId}/query`, "query number", { query: 42 }, "/query"],
+    ["POST", `agents/${agentId}/query`, "top_k float", { query: "x", top_k: 1.5 }, "/top_k"],
+    ["POST", `agents/${agentId}/coverage/refresh`, "priority unknown", { priority: "urgent" }, "/priority"],
+  ];
+  await expectRejectedWithoutWrites(400, "validation_error", async () => {
+    const out: [string, TestResponse][] = [];
+    for (const [method, path, what, body, field] of cases) {
+      const res = await ctx.request(method, path, { body });
+      out.push([what, res]);
+      const paths = (res.body?.error?.details?.issues ?? []).map((i: { path: string }) => i.path);
+      expect({ what, mentions: paths.some((p: string) => p.startsWith(field)) }).toEqual({ what, mentions: true });
+    }
+    return out;
+  });
+});
+
+test("invalid UUIDs in paths and bodies are 400 validation_error", async () => {
+  const bad = ["not-a-uuid", "123", "00000000-0000-4000-8000-00000000000", "g0000000-0000-4000-8000-000000000000", `${uuid()}x`];
+  await expectRejectedWithoutWrites(400, "validation_error", async () => {
+    const out: [string, TestResponse][] = [];
+    for (const id of bad) {
+      const p = encodeURIComponent(id);
+      out.push([`GET agent ${id}`, await ctx.request("GET", `agents/${p}`)]);
+      out.push([`PATCH agent ${id}`, await ctx.request("PATCH", `agents/${p}`, { body: { name: "x" } })]);
+      out.push([`DELETE agent ${id}`, await ctx.request("DELETE", `agents/${p}`)]);
+      out.push([`coverage ${id}`, await ctx.request("GET", `agents/${p}/coverage`)]);
+      out.push([`gaps ${id}`, await ctx.request("GET", `agents/${p}/gaps`)]);
+      out.push([`query ${id}`, await ctx.request("POST", `agents/${p}/query`, { body: { query: "x" } })]);
+      out.push([`refresh ${id}`, await ctx.request("POST", `agents/${p}/coverage/refresh`)]);
+      out.push([`history ${id}`, await ctx.request("GET", `agents/${p}/coverage/history`)]);
+      out.push([`DELETE document ${id}`, await ctx.request("DELETE", `documents/${p}`)]);
+      out.push([`node_id ${id}`, await ctx.request("POST", "taxonomies", { body: { version: V1, nodes: [{ node_id: id, label: "x" }] } })]);
+      out.push([`parent_id ${id}`, await ctx.request("POST", "taxonomies", { body: { version: V1, nodes: [{ node_id: uuid(), label: "x", parent_ids: [id] }] } })]);
+      out.push([`doc_id ${id}`, await ctx.request("POST", "documents", { body: validDoc({ doc_id: id }) })]);
+      out.push([`mapping ${id}`, await ctx.request("POST", "documents", { body: validDoc({ mappings: [{ node_id: id, version: V1, confidence: 1 }] }) })]);
+      out.push([`bulk doc_id ${id}`, await ctx.request("POST", "documents/bulk", { body: { documents: [validDoc(), validDoc({ doc_id: id })] } })]);
+      out.push([`agent nodes ${id}`, await ctx.request("POST", "agents/from-taxonomy", { body: { name: "x", taxonomy_node_ids: [root, id] } })]);
+      out.push([`targets ${id}`, await ctx.request("POST", "agents/from-taxonomy", { body: { name: "x", taxonomy_node_ids: [root], coverage_targets: { [id]: 3 } } })]);
+      out.push([`patch nodes ${id}`, await ctx.request("PATCH", `agents/${agentId}`, { body: { taxonomy_node_ids: [id] } })]);
+    }
+    return out;
+  });
+});
+
+test("unknown fields in bodies and query strings are 400 validation_error", async () => {
+  await expectRejectedWithoutWrites(400, "validation_error", async () => [
+    ["taxonomy top", await ctx.request("POST", "taxonomies", { body: { version: V1, nodes: [{ node_id: uuid(), label: "x" }], extra: 1 } })],
+    ["taxonomy node", await ctx.request("POST", "taxonomies", { body: { version: V1, nodes: [{ node_id: uuid(), label: "x", parents: [root] }] } })],
+    ["document top", await ctx.request("POST", "documents", { body: validDoc({ author: "me" }) })],
+    ["document chunk", await ctx.request("POST", "documents", { body: validDoc({ chunks: [{ text: "x", page: 1 }] }) })],
+    ["document mapping", await ctx.request("POST", "documents", { body: validDoc({ mappings: [{ node_id: root, version: V1, confidence: 1, weight: 2 }] }) })],
+    ["bulk top", await ctx.request("POST", "documents/bulk", { body: { documents: [validDoc()], atomic: true } })],
+    ["bulk inner", await ctx.request("POST", "documents/bulk", { body: { documents: [validDoc(), validDoc({ tags: [] })] } })],
+    ["agent", await ctx.request("POST", "agents/from-taxonomy", { body: { name: "x", taxonomy_node_ids: [root], owner: "me" } })],
+    ["patch", await ctx.request("PATCH", `agents/${agentId}`, { body: { name: "renamed", total_queries: 99 } })],
+    ["patch only unknown", await ctx.request("PATCH", `agents/${agentId}`, { body: { agent_id: uuid() } })],
+    ["query", await ctx.request("POST", `agents/${agentId}/query`, { body: { query: "x", filter: {} } })],
+    ["refresh", await ctx.request("POST", `agents/${agentId}/coverage/refresh`, { body: { priority: "low", delay: 5 } })],
+    ["list query", await ctx.request("GET", "agents?sort=name")],
+    ["search query", await ctx.request("GET", "agents/search?q=a&level=1")],
+    ["gaps query", await ctx.request("GET", `agents/${agentId}/gaps?threshold=0.5&limit=3`)],
+  ]);
+  // The patch with one good and one unknown field changed nothing.
+  expect((await ctx.request("GET", `agents/${agentId}`)).body.name).toBe("seed agent");
+});
+
+test("a taxonomy cycle is 422 taxonomy_cycle", async () => {
+  const fresh = uuid();
+  await expectRejectedWithoutWrites(422, "taxonomy_cycle", async () => [
+    ["back edge", await ctx.request("POST", "taxonomies", { body: { version: V1, nodes: [{ node_id: root, label: "Root!", parent_ids: [child] }] } })],
+    ["self", await ctx.request("POST", "taxonomies", { body: { version: V1, nodes: [{ node_id: fresh, label: "self", parent_ids: [fresh] }] } })],
+    [
+      "new loop",
+      await ctx.request("POST", "taxonomies", {
+        body: {
+          version: V1,
+          nodes: [
+            { node_id: fresh, label: "f", parent_ids: [child] },
+            { node_id: root, label: "Root", parent_ids: [fresh] },
+          ],
+        },
+      }),
+    ],
+  ]);
+});
+
+test("a node of another version is 400 unknown_taxonomy_node", async () => {
+  await expectRejectedWithoutWrites(400, "unknown_taxonomy_node", async () => [
+    ["parent", await ctx.request("POST", "taxonomies", { body: { version: V1, nodes: [{ node_id: uuid(), label: "x", parent_ids: [otherVersionNode] }] } })],
+    ["mapping", await ctx.request("POST", "documents", { body: validDoc({ mappings: [{ node_id: otherVersionNode, version: V1, confidence: 1 }] }) })],
+    ["bulk mapping", await ctx.request("POST", "documents/bulk", { body: { documents: [validDoc(), validDoc({ mappings: [{ node_id: otherVersionNode, version: V1, confidence: 1 }] })] } })],
+    ["agent", await ctx.request("POST", "agents/from-taxonomy", { body: { name: "x", taxonomy_node_ids: [otherVersionNode], taxonomy_version: V1 } })],
+    ["patch", await ctx.request("PATCH", `agents/${agentId}`, { body: { taxonomy_node_ids: [otherVersionNode] } })],
+    ["patch version", await ctx.request("PATCH", `agents/${agentId}`, { body: { taxonomy_version: V2 } })],
+  ]);
+});
+
+describe("a body over the configured size limit is 413 payload_too_large", () => {
+  // Valid in every other way: only the size is wrong.
+  const bigDoc = () => JSON.stringify(validDoc({ chunks: [{ text: "t".repeat(MAX_BODY) }] }));
+
+  test("with a content-length header", async () => {
+    const body = bigDoc();
+    expect(body.length).toBeGreaterThan(MAX_BODY);
+    await expectRejectedWithoutWrites(413, "payload_too_large", async () => [
+      ["documents", await ctx.request("POST", "documents", { rawBody: body, headers: { "content-length": String(body.length) } })],
+      ["bulk", await ctx.request("POST", "documents/bulk", { rawBody: `{"documents":[${body}]}`, headers: { "content-length": String(body.length + 16) } })],
+      ["patch", await ctx.request("PATCH", `agents/${agentId}`, { rawBody: body, headers: { "content-length": String(body.length) } })],
+      // Declared large, even if the content type is wrong or the route has no body.
+      ["declared only", await ctx.request("DELETE", `documents/${docId}`, { rawBody: body, headers: { "content-length": String(body.length) } })],
+    ]);
+    expect((await ctx.request("POST", "documents", { rawBody: body, headers: { "content-length": String(body.length) } })).body.error.details).toEqual({
+      max_bytes: MAX_BODY,
+    });
+  });
+
+  test("without a content-length header (streamed body)", async () => {
+    const send = async (path: string, method: string, text: string) => {
+      const bytes = new TextEncoder().encode(text);
+      const stream = new ReadableStream<Uint8Array>({
+        start(controller) {
+          // Several small pieces, as a chunked upload would arrive.
+          for (let i = 0; i < bytes.length; i += 500) controller.enqueue(bytes.slice(i, i + 500));
+          controller.close();
+        },
+      });
+      const request = new Request(`http://localhost/api/v1/${path}`, {
+        method,
+        headers: { "x-api-key": TEST_API_KEY, "content-type": "application/json" },
+        body: stream,
+        duplex: "half",
+      } as RequestInit);
+      expect(request.headers.get("content-length")).toBeNull();
+      const res = await ctx.app.handle(request);
+      const raw = await res.text();
+      return { status: res.status, headers: res.headers, text: raw, body: JSON.parse(raw) } as TestResponse;
+    };
+    await expectRejectedWithoutWrites(413, "payload_too_large", async () => [
+      ["documents", await send("documents", "POST", bigDoc())],
+      ["taxonomies", await send("taxonomies", "POST", JSON.stringify({ version: V1, nodes: Array.from({ length: 40 }, () => ({ node_id: uuid(), label: "l".repeat(40) })) }))],
+      ["patch", await send(`agents/${agentId}`, "PATCH", JSON.stringify({ scope_description: "s".repeat(MAX_BODY) }))],
+    ]);
+    // A streamed body under the limit is accepted.
+    const small = await send("documents", "POST", JSON.stringify(validDoc({ title: "streamed" })));
+    expect(small.status).toBe(201);
+    await ctx.request("DELETE", `documents/${small.body.doc_id}`);
+  });
+
+  test("a body just under the limit is accepted", async () => {
+    const base = JSON.stringify(validDoc({ chunks: [{ text: "" }] }));
+    const body = JSON.stringify(validDoc({ chunks: [{ text: "u".repeat(MAX_BODY - base.length) }] }));
+    expect(new TextEncoder().encode(body).length).toBe(MAX_BODY);
+    const res = await ctx.request("POST", "documents", { rawBody: body, headers: { "content-length": String(body.length) } });
+    expect(res.status).toBe(201);
+    await ctx.request("DELETE", `documents/${res.body.doc_id}`);
+  });
+});
+
+test("max_results over 100 is 400 validation_error", async () => {
+  await expectRejectedWithoutWrites(400, "validation_error", async () => [
+    ["list 101", await ctx.request("GET", "agents?max_results=101")],
+    ["list 1000000", await ctx.request("GET", "agents?max_results=1000000")],
+    ["list 0", await ctx.request("GET", "agents?max_results=0")],
+    ["list -1", await ctx.request("GET", "agents?max_results=-1")],
+    ["list text", await ctx.request("GET", "agents?max_results=all")],
+    ["search 101", await ctx.request("GET", "agents/search?q=seed&max_results=101")],
+  ]);
+  expect((await ctx.request("GET", "agents?max_results=100")).status).toBe(200);
+});
+
+test("a gaps threshold outside [0, 1] is 400 validation_error", async () => {
+  await expectRejectedWithoutWrites(400, "validation_error", async () => [
+    ["-0.1", await ctx.request("GET", `agents/${agentId}/gaps?threshold=-0.1`)],
+    ["1.5", await ctx.request("GET", `agents/${agentId}/gaps?threshold=1.5`)],
+    ["text", await ctx.request("GET", `agents/${agentId}/gaps?threshold=half`)],
+    ["NaN", await ctx.request("GET", `agents/${agentId}/gaps?threshold=NaN`)],
+  ]);
+  for (const ok of ["0", "1", "0.25"]) expect((await ctx.request("GET", `agents/${agentId}/gaps?threshold=${ok}`)).status).toBe(200);
+});
+
+test("top_k over 100 is 400 validation_error and the query is not counted", async () => {
+  const before = (await ctx.request("GET", `agents/${agentId}`)).body.total_queries;
+  await expectRejectedWithoutWrites(400, "validation_error", async () => [
+    ["101", await ctx.request("POST", `agents/${agentId}/query`, { body: { query: "seed", top_k: 101 } })],
+    ["huge", await ctx.request("POST", `agents/${agentId}/query`, { body: { query: "seed", top_k: 1e12 } })],
+    ["0", await ctx.request("POST", `agents/${agentId}/query`, { body: { query: "seed", top_k: 0 } })],
+    ["empty query", await ctx.request("POST", `agents/${agentId}/query`, { body: { query: "" } })],
+  ]);
+  expect((await ctx.request("GET", `agents/${agentId}`)).body.total_queries).toBe(before);
+  expect((await ctx.request("POST", `agents/${agentId}/query`, { body: { query: "seed", top_k: 100 } })).status).toBe(200);
+});
+
+test("a non-JSON content-type is 415 unsupported_media_type", async () => {
+  const json = JSON.stringify(validDoc());
+  const types = ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/xml", "application/octet-stream", "text/json"];
+  await expectRejectedWithoutWrites(415, "unsupported_media_type", async () => {
+    const out: [string, TestResponse][] = [];
+    for (const type of types) {
+      out.push([`documents ${type}`, await ctx.request("POST", "documents", { rawBody: json, headers: { "content-type": type } })]);
+      out.push([`patch ${type}`, await ctx.request("PATCH", `agents/${agentId}`, { rawBody: '{"name":"x"}', headers: { "content-type": type } })]);
+      out.push([`refresh ${type}`, await ctx.request("POST", `agents/${agentId}/coverage/refresh`, { rawBody: "{}", headers: { "content-type": type } })]);
+    }
+    return out;
+  });
+  // JSON with parameters or a +json suffix is JSON.
+  const charset = await ctx.request("POST", "documents", { rawBody: json, headers: { "content-type": "application/json; charset=utf-8" } });
+  expect(charset.status).toBe(201);
+  await ctx.request("DELETE", `documents/${charset.body.doc_id}`);
+});
+
+test("an unknown route is 404 not_found", async () => {
+  await expectRejectedWithoutWrites(404, "not_found", async () => [
+    ["api", await ctx.request("GET", "no-such-thing")],
+    ["api nested", await ctx.request("POST", `agents/${agentId}/explode`, { body: {} })],
+    ["wrong method", await ctx.request("PUT", `agents/${agentId}`, { body: { name: "x" } })],
+    ["api root", await ctx.request("GET", "")],
+    ["v2", await ctx.request("GET", "/api/v2/agents")],
+    ["outside api", await ctx.request("GET", "/nope", { anonymous: true })],
+  ]);
+});
+
+describe("garbage bodies never cause a 5xx", () => {
+  const A = () => agentId;
+  const ROUTES: [string, () => string][] = [
+    ["POST", () => "taxonomies"],
+    ["POST", () => "documents"],
+    ["POST", () => "documents/bulk"],
+    ["POST", () => "agents/from-taxonomy"],
+    ["PATCH", () => `agents/${A()}`],
+    ["POST", () => `agents/${A()}/query`],
+    ["POST", () => `agents/${A()}/coverage/refresh?background=true`],
+    ["POST", () => `agents/${A()}/coverage/refresh?background=false`],
+  ];
+  const nested = (depth: number) => "[".repeat(depth) + "]".repeat(depth);
+  const GARBAGE: string[] = [
+    "[]",
+    "[1,2,3]",
+    '[{"version":"x"}]',
+    "0",
+    "-1",
+    "1e400",
+    "123456789012345678901234567890",
+    "null",
+    "true",
+    '"just a string"',
+    '"\\u0000"',
+    '{"\\u0000":"\\u0000"}',
+    '{"a":{"b":{"c":[[[[{"d":null}]]]]}}}',
+    nested(900),
+    '{"version":[],"nodes":{},"title":1e308,"chunks":"x","mappings":null,"documents":[null],"name":{},"query":[],"top_k":-1e400}',
+    '{"version":"x","nodes":[null,1,"a",[]]}',
+    '{"documents":[1,"x",null,{}]}',
+    '{"title":"t","chunks":[{"text":"x","token_count":99999999999999999999}],"mappings":[]}',
+    '{"title":"t","chunks":[{"text":"x","token_count":2147483648}],"mappings":[]}',
+    '{"name":"n","taxonomy_node_ids":[],"level":1e400}',
+    '{"query":"x","top_k":1e308}',
+    '{"priority":"highest","webhook_url":"ftp://x/\\u0000"}',
+  ];
+  // Shape-valid bodies whose strings carry NUL bytes: PostgreSQL cannot store them, so they must be 4xx.
+  const NUL = "bad\u0000text";
+  const nulBodies = (): [string, string, unknown][] => [
+    ["POST", "taxonomies", { version: V1, nodes: [{ node_id: uuid(), label: NUL }] }],
+    ["POST", "documents", validDoc({ title: NUL })],
+    ["POST", "documents", validDoc({ chunks: [{ text: NUL }] })],
+    ["POST", "documents", validDoc({ source_url: NUL })],
+    ["POST", "documents", validDoc({ content_type: NUL })],
+    ["POST", "documents/bulk", { documents: [validDoc(), validDoc({ chunks: [{ text: "ok" }, { text: NUL }] })] }],
+    ["POST", "agents/from-taxonomy", { name: NUL, taxonomy_node_ids: [root] }],
+    ["POST", "agents/from-taxonomy", { name: "n", taxonomy_node_ids: [root], scope_description: NUL }],
+    ["POST", "agents/from-taxonomy", { name: "n", taxonomy_node_ids: [root], retrieval_config: { key: NUL } }],
+    ["POST", "agents/from-taxonomy", { name: "n", taxonomy_node_ids: [root], features_config: { [NUL]: 1 } }],
+    ["PATCH", `agents/${agentId}`, { name: NUL }],
+    ["PATCH", `agents/${agentId}`, { scope_description: NUL }],
+    ["PATCH", `agents/${agentId}`, { retrieval_config: { nested: [NUL] } }],
+    ["POST", `agents/${agentId}/query`, { query: NUL }],
+    ["POST", `agents/${agentId}/coverage/refresh?background=true`, { webhook_url: `https://example.com/${NUL}` }],
+  ];
+
+  test("every POST/PATCH route answers 4xx in the error shape to every garbage body", async () => {
+    const before = await snapshot();
+    const keysBefore = await queuedKeys();
+    for (const [method, path] of ROUTES) {
+      for (const raw of GARBAGE) {
+        const res = await ctx.request(method, path(), { rawBody: raw });
+        const what = `${method} ${path()} ${raw.slice(0, 60)}`;
+        expect({ what, status: res.status, fourXX: res.status >= 400 && res.status < 500 }).toEqual({ what, status: res.status, fourXX: true });
+        expectError(res, res.status, res.body?.error?.code, what);
+      }
+    }
+    expect(await snapshot()).toEqual(before);
+    expect(await queuedKeys()).toEqual(keysBefore);
+  });
+
+  test("strings with NUL bytes are 400 validation_error and nothing is written", async () => {
+    await expectRejectedWithoutWrites(400, "validation_error", async () => {
+      const out: [string, TestResponse][] = [];
+      for (const [method, path, body] of nulBodies()) out.push([`${method} ${path} ${JSON.stringify(body).slice(0, 80)}`, await ctx.request(method, path, { body })]);
+      return out;
+    });
+  });
+
+  test("garbage query strings never cause a 5xx", async () => {
+    const paths = [
+      "agents?level=abc",
+      "agents?level=1e400",
+      "agents?min_coverage=Infinity",
+      "agents?min_coverage=-1",
+      "agents?min_coverage=101",
+      "agents?q=%00",
+      `agents?q=${"x".repeat(201)}`,
+      "agents?offset=-1",
+      "agents/search?q=%00",
+      "agents/search?q=%25%00_",
+      `agents/${agentId}/gaps?threshold=1e400`,
+      `agents/${agentId}/gaps?threshold=%00`,
+      `agents/${agentId}/coverage/history?start_date=yesterday`,
+      `agents/${agentId}/coverage/history?limit=-5`,
+      `agents/${agentId}/coverage/history?limit=1e400`,
+      "taxonomies/%00/nodes",
+      `taxonomies/${"v".repeat(65)}/nodes`,
+      "tasks/agent-coverage-%00",
+    ];
+    for (const path of paths) {
+      const res = await ctx.request("GET", path);
+      expect({ path, status: res.status }).toEqual({ path, status: 400 });
+      expectError(res, 400, "validation_error", path);
+    }
+  });
+});
