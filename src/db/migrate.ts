@@ -24,22 +24,20 @@ function maintenanceUrl(url: string): string {
   return u.toString();
 }
 
-/** CREATE DATABASE if it does not exist (racing creators are fine: duplicate_database is ignored). */
-export async function ensureDatabase(url: string, template?: string): Promise<boolean> {
+/** CREATE DATABASE if it does not exist; racing creators are fine (one creates, the rest see it). */
+export async function ensureDatabase(url: string): Promise<boolean> {
   const name = databaseName(url);
   const admin = postgres(maintenanceUrl(url), { max: 1, onnotice: () => {} });
   try {
     const found = await admin`select 1 from pg_database where datname = ${name}`;
     if (found.length > 0) return false;
     try {
-      if (template) {
-        await admin.unsafe(`create database "${name.replaceAll('"', '""')}" template "${template.replaceAll('"', '""')}"`);
-      } else {
-        await admin.unsafe(`create database "${name.replaceAll('"', '""')}"`);
-      }
+      await admin.unsafe(`create database "${name.replaceAll('"', '""')}"`);
       return true;
     } catch (error) {
-      if ((error as { code?: string }).code === "42P04") return false; // duplicate_database
+      // Lost the race: duplicate_database, or the catalog's unique index when both ran at once.
+      const code = (error as { code?: string }).code;
+      if (code === "42P04" || code === "23505") return false;
       throw error;
     }
   } finally {
