@@ -1,0 +1,229 @@
+/**
+ * Every task status change is one conditional UPDATE (invariant 2): these tests
+ * drive the statements of src/db/tasks.ts directly and prove the fencing.
+ */
+import { afterAll, beforeAll, beforeEach, expect, test } from "bun:test";
+import { sql } from "drizzle-orm";
+import { createTestContext, type TestContext } from "../helpers/app.ts";
+import { postAgent, postTaxonomy, uuid } from "../helpers/fixtures.ts";
+import {
+  claimTask,
+  completeTask,
+  deleteExpired,
+  endTask,
+  getTask,
+  insertTask,
+  listCoverageHistory,
+  recordProgress,
+  renewLeases,
+  requestCancel,
+  requeueExpiredLeases,
+  requeueTask,
+  stalePendingTasks,
+  type NewTask,
+} from "../../src/db/tasks.ts";
+import { newTaskId } from "../../src/core/tasks.ts";
+import type { CoverageResult } from "../../src/coverage/meter.ts";
+
+let ctx: TestContext;
+let agentId: string;
+const db = () => ctx.database.db;
+
+beforeAll(async () => {
+  ctx = await createTestContext();
+  const root = uuid();
+  await postTaxonomy(ctx, "v1", [{ node_id: root, label: "root" }]);
+  agentId = (await postAgent(ctx, { taxonomy_node_ids: [root] })).agent_id;
+});
+afterAll(() => ctx.close());
+beforeEach(async () => {
+  await db().execute(sql`delete from background_tasks`);
+  await db().execute(sql`delete from coverage_history`);
+});
+
+const newTask = (over: Partial<NewTask> = {}): NewTask => ({
+  taskId: newTaskId(),
+  agentId,
+  priority: "medium",
+  webhookUrl: null,
+  timeoutMs: 60_000,
+  maxAttempts: 2,
+  dedupe: false,
+  ...over,
+});
+
+const result = (): CoverageResult => ({
+  agent_id: agentId,
+  overall_coverage: 42.5,
+  total_documents: 3,
+  total_chunks: 7,
+  node_coverage: {},
+  version: "v1",
+  calculated_at: new Date().toISOString(),
+});
+
+async function running() {
+  const { task } = await insertTask(db(), newTask());
+  const claim = await claimTask(db(), task.task_id, "w1", 60_000);
+  if (!claim) throw new Error("claim failed");
+  return claim;
+}
+
+const historyRows = async (taskId: string) =>
+  (await db().execute<{ n: number }>(sql`select count(*)::int as n from coverage_history where task_id = ${taskId}`))[0]!.n;
+
+test("one pending refresh per agent: a second deduplicated insert returns the first task", async () => {
+  const first = await insertTask(db(), newTask({ dedupe: true }));
+  const second = await insertTask(db(), newTask({ dedupe: true }));
+  const forced = await insertTask(db(), newTask({ dedupe: false }));
+  expect(first.created).toBe(true);
+  expect(second.created).toBe(false);
+  expect(second.task.task_id).toBe(first.task.task_id);
+  expect(forced.created).toBe(true);
+});
+
+test("a task is claimed once: the second claim of the same id matches nothing", async () => {
+  const { task } = await insertTask(db(), newTask());
+  const a = await claimTask(db(), task.task_id, "w1", 60_000);
+  const b = await claimTask(db(), task.task_id, "w2", 60_000);
+  expect(a?.attempt).toBe(1);
+  expect(b).toBeNull();
+  expect((await getTask(db(), task.task_id))?.lease_owner).toBe("w1");
+});
+
+test("a cancelled pending task cannot be claimed", async () => {
+  const { task } = await insertTask(db(), newTask());
+  expect(await requestCancel(db(), task.task_id)).toEqual({ previous: "pending", status: "cancelled", priority: "medium" });
+  expect(await claimTask(db(), task.task_id, "w1", 60_000)).toBeNull();
+});
+
+test("completion writes status, result, one history row and the agent's figures in one go", async () => {
+  const claim = await running();
+  expect(await completeTask(db(), claim.taskId, claim.leaseToken, result())).toBe("completed");
+  const task = await getTask(db(), claim.taskId);
+  expect(task?.status).toBe("completed");
+  expect(task?.progress_percentage).toBe(100);
+  expect((task?.result as CoverageResult).overall_coverage).toBe(42.5);
+  expect(await historyRows(claim.taskId)).toBe(1);
+  const [agent] = await db().execute<{ coverage_percent: number; total_chunks: number }>(
+    sql`select coverage_percent, total_chunks from agents where agent_id = ${agentId}`,
+  );
+  expect(agent).toEqual({ coverage_percent: 42.5, total_chunks: 7 });
+});
+
+test("a worker whose lease token changed writes nothing (fencing)", async () => {
+  const claim = await running();
+  const stale = claim.leaseToken;
+  await db().execute(sql`update background_tasks set lease_token = gen_random_uuid() where task_id = ${claim.taskId}`);
+  expect(await recordProgress(db(), claim.taskId, stale, 50)).toBe(false);
+  expect(await completeTask(db(), claim.taskId, stale, result())).toBe("lost_lease");
+  expect(await endTask(db(), claim.taskId, stale, "failed", "x")).toBe(false);
+  expect(await requeueTask(db(), claim.taskId, stale, "crash")).toBeNull();
+  expect((await getTask(db(), claim.taskId))?.status).toBe("running");
+  expect(await historyRows(claim.taskId)).toBe(0);
+});
+
+test("a cancel requested while running wins over completion: cancelled, no history row", async () => {
+  const claim = await running();
+  expect((await requestCancel(db(), claim.taskId))?.previous).toBe("running");
+  expect(await completeTask(db(), claim.taskId, claim.leaseToken, result())).toBe("cancelled");
+  expect((await getTask(db(), claim.taskId))?.status).toBe("cancelled");
+  expect(await historyRows(claim.taskId)).toBe(0);
+});
+
+test("terminal statuses never change: cancel, end and requeue leave a completed task alone", async () => {
+  const claim = await running();
+  await completeTask(db(), claim.taskId, claim.leaseToken, result());
+  expect(await requestCancel(db(), claim.taskId)).toMatchObject({ previous: "completed", status: "completed" });
+  expect(await endTask(db(), claim.taskId, claim.leaseToken, "failed", "late")).toBe(false);
+  const task = await getTask(db(), claim.taskId);
+  expect(task?.status).toBe("completed");
+  expect(task?.cancellation_requested).toBe(false);
+});
+
+test("progress is recorded for the lease holder, clamped to 0..100", async () => {
+  const claim = await running();
+  expect(await recordProgress(db(), claim.taskId, claim.leaseToken, 250)).toBe(true);
+  expect((await getTask(db(), claim.taskId))?.progress_percentage).toBe(100);
+});
+
+test("a crashed owner's task goes back to pending until its attempts run out, then fails", async () => {
+  const claim1 = await running();
+  const back = await requeueTask(db(), claim1.taskId, claim1.leaseToken, "worker thread crashed");
+  expect(back?.status).toBe("pending");
+  const claim2 = await claimTask(db(), claim1.taskId, "w2", 60_000);
+  expect(claim2?.attempt).toBe(2);
+  const last = await requeueTask(db(), claim1.taskId, claim2!.leaseToken, "worker thread crashed");
+  expect(last?.status).toBe("failed");
+  expect((await getTask(db(), claim1.taskId))?.error).toContain("worker thread crashed");
+});
+
+test("a task handed back on shutdown gets its attempt refunded", async () => {
+  const claim = await running();
+  await requeueTask(db(), claim.taskId, claim.leaseToken, "handed back on shutdown", true);
+  const task = await getTask(db(), claim.taskId);
+  expect(task).toMatchObject({ status: "pending", attempt: 0, lease_owner: null });
+});
+
+test("expired leases are requeued, or failed after the last attempt, or cancelled if asked", async () => {
+  const retry = await running();
+  const exhausted = await running();
+  await db().execute(sql`update background_tasks set attempt = max_attempts where task_id = ${exhausted.taskId}`);
+  const cancelled = await running();
+  await requestCancel(db(), cancelled.taskId);
+  const healthy = await running();
+  await db().execute(sql`update background_tasks set lease_expires_at = now() - interval '1 second' where task_id <> ${healthy.taskId}`);
+  const outcome = Object.fromEntries((await requeueExpiredLeases(db())).map((r) => [r.task_id, r.status]));
+  expect(outcome).toEqual({ [retry.taskId]: "pending", [exhausted.taskId]: "failed", [cancelled.taskId]: "cancelled" });
+  expect((await getTask(db(), healthy.taskId))?.status).toBe("running");
+});
+
+test("lease renewal extends only matching leases and reports requested cancels", async () => {
+  const a = await running();
+  const b = await running();
+  await requestCancel(db(), b.taskId);
+  const renewed = await renewLeases(
+    db(),
+    [
+      { taskId: a.taskId, leaseToken: a.leaseToken },
+      { taskId: b.taskId, leaseToken: b.leaseToken },
+      { taskId: a.taskId, leaseToken: uuid() },
+    ],
+    60_000,
+  );
+  expect(renewed.renewed.sort()).toEqual([a.taskId, b.taskId].sort());
+  expect(renewed.cancelRequested).toEqual([b.taskId]);
+  expect(await renewLeases(db(), [], 1000)).toEqual({ renewed: [], cancelRequested: [] });
+});
+
+test("stale pending tasks are listed oldest first; fresh ones are not", async () => {
+  const old = await insertTask(db(), newTask());
+  await insertTask(db(), newTask());
+  await db().execute(sql`update background_tasks set updated_at = now() - interval '1 minute' where task_id = ${old.task.task_id}`);
+  expect((await stalePendingTasks(db(), 10_000)).map((t) => t.task_id)).toEqual([old.task.task_id]);
+});
+
+test("history lists newest first within the date range, and retention deletes only old rows", async () => {
+  for (const [i, days] of [[1, 100], [2, 10], [3, 1]] as const)
+    await db().execute(sql`
+      insert into coverage_history (agent_id, timestamp, overall_coverage, total_documents, total_chunks, version)
+      values (${agentId}, now() - ${days} * interval '1 day', ${i * 10}, ${i}, ${i}, 'v1')`);
+  const all = await listCoverageHistory(db(), agentId, { limit: 10, offset: 0 });
+  expect(all.history.map((h) => h.overall_coverage)).toEqual([30, 20, 10]);
+  const ranged = await listCoverageHistory(db(), agentId, {
+    start: new Date(Date.now() - 20 * 86400_000).toISOString(),
+    end: new Date(Date.now() - 5 * 86400_000).toISOString(),
+    limit: 10,
+    offset: 0,
+  });
+  expect(ranged).toMatchObject({ total: 1, history: [{ overall_coverage: 20 }] });
+  const oldDone = await running();
+  await completeTask(db(), oldDone.taskId, oldDone.leaseToken, result());
+  await db().execute(sql`update background_tasks set completed_at = now() - interval '2 days' where task_id = ${oldDone.taskId}`);
+  const pendingOld = await insertTask(db(), newTask());
+  await db().execute(sql`update background_tasks set created_at = now() - interval '2 days' where task_id = ${pendingOld.task.task_id}`);
+  const deleted = await deleteExpired(db(), 86400_000, 90 * 86400_000, 1);
+  expect(deleted).toEqual({ tasks: 1, history: 1 });
+  expect(await getTask(db(), oldDone.taskId)).toBeNull();
+  expect(await getTask(db(), pendingOld.task.task_id)).not.toBeNull();
+});
