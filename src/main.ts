@@ -1,6 +1,6 @@
 /**
  * Composition root: config -> database (created and migrated) -> Redis -> API
- * and/or supervisor; signal handling. Nothing below this file reads the
+ * and/or supervisor; signal handling lives in src/cli/run.ts. Nothing below this file reads the
  * environment or opens connections on its own.
  */
 import Redis from "ioredis";
@@ -45,22 +45,4 @@ export function serveApi(runtime: Runtime, isDraining: () => boolean) {
   app.listen({ hostname: config.host, port: config.port, maxRequestBodySize: config.maxBodyBytes * 2 });
   logger.info({ host: config.host, port: app.server?.port }, "api listening; docs at /swagger");
   return app;
-}
-
-/** Runs until SIGTERM/SIGINT, then stops the given services in order and exits 0. */
-export function onShutdown(logger: Logger, stop: () => Promise<void>) {
-  let stopping = false;
-  const handler = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, "shutting down");
-    stop()
-      .then(() => process.exit(0))
-      .catch((error) => {
-        logger.error({ err: error }, "shutdown failed");
-        process.exit(1);
-      });
-  };
-  process.on("SIGTERM", () => handler("SIGTERM"));
-  process.on("SIGINT", () => handler("SIGINT"));
 }

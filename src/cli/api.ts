@@ -1,7 +1,7 @@
 /** `bun run api`: the HTTP API alone (scale it apart from the supervisors). */
 import { loadConfig } from "../config.ts";
-import { onShutdown, openRuntime, serveApi } from "../main.ts";
-import { runCli } from "./run.ts";
+import { openRuntime, serveApi } from "../main.ts";
+import { onShutdown, runCli } from "./run.ts";
 
 await runCli(async () => {
   const runtime = await openRuntime(loadConfig(), "api");

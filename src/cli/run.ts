@@ -1,4 +1,5 @@
 /** Runs a command-line entry point: prints a clear one-line error and exits non-zero on failure. */
+import type { Logger } from "pino";
 import { ConfigError } from "../config.ts";
 
 export async function runCli(main: () => Promise<void>): Promise<void> {
@@ -12,4 +13,22 @@ export async function runCli(main: () => Promise<void>): Promise<void> {
     console.error(error instanceof Error ? (error.stack ?? error.message) : String(error));
     process.exit(1);
   }
+}
+
+/** Runs until SIGTERM/SIGINT, then stops the given services in order and exits 0. */
+export function onShutdown(logger: Logger, stop: () => Promise<void>) {
+  let stopping = false;
+  const handler = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, "shutting down");
+    stop()
+      .then(() => process.exit(0))
+      .catch((error) => {
+        logger.error({ err: error }, "shutdown failed");
+        process.exit(1);
+      });
+  };
+  process.on("SIGTERM", () => handler("SIGTERM"));
+  process.on("SIGINT", () => handler("SIGINT"));
 }

@@ -1,9 +1,9 @@
 /** `bun run start`: API and supervisor in one process. */
 import { loadConfig } from "../config.ts";
-import { onShutdown, openRuntime, serveApi } from "../main.ts";
+import { openRuntime, serveApi } from "../main.ts";
 import { startEngine } from "../supervisor/engine.ts";
 import { flagValue } from "./args.ts";
-import { runCli } from "./run.ts";
+import { onShutdown, runCli } from "./run.ts";
 
 await runCli(async () => {
   const workersFlag = flagValue(process.argv.slice(2), "workers");
