@@ -1,0 +1,242 @@
+/**
+ * The Redis priority queues: Dispatcher and popNext on a real Redis (no
+ * supervisor running), then through the API (queue position and completion
+ * estimate of pending tasks) and a one-worker engine that must start the tasks
+ * in exactly that order.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import Redis from "ioredis";
+import { createTestContext, type TestContext } from "../helpers/app.ts";
+import { eventually, FAST_ENGINE, startTestEngine, waitForStatus } from "../helpers/engine.ts";
+import { postAgent, postTaxonomy, uuid } from "../helpers/fixtures.ts";
+import { Dispatcher, popNext, type Dispatchable } from "../../src/queue/dispatch.ts";
+import { queueKeys, type QueueKeys } from "../../src/queue/keys.ts";
+import { newTaskId, PRIORITIES, type Priority } from "../../src/core/tasks.ts";
+
+let ctx: TestContext;
+let keys: QueueKeys;
+let dispatcher: Dispatcher;
+let blocking: Redis;
+let root: string;
+
+beforeAll(async () => {
+  ctx = await createTestContext(FAST_ENGINE);
+  keys = queueKeys(ctx.config.redisPrefix);
+  dispatcher = new Dispatcher(ctx.redis, keys);
+  blocking = new Redis(ctx.config.redisUrl, { maxRetriesPerRequest: null });
+  root = uuid();
+  await postTaxonomy(ctx, "1", [{ node_id: root, label: "root" }]);
+});
+afterAll(async () => {
+  blocking.disconnect();
+  await ctx.close();
+});
+const clearQueues = async () => {
+  await ctx.redis.del(...keys.queues);
+};
+afterEach(clearQueues);
+
+/** Pops until the queues are empty (a short block proves they are). */
+async function drain(): Promise<{ taskId: string; priority: Priority }[]> {
+  const out: { taskId: string; priority: Priority }[] = [];
+  for (;;) {
+    const next = await popNext(blocking, keys, 0.05);
+    if (!next) return out;
+    out.push(next);
+  }
+}
+
+const RANK: Record<Priority, number> = { high: 0, medium: 1, low: 2 };
+
+describe("Dispatcher and popNext on Redis", () => {
+  test("keys share one hash tag, one sorted set per priority, highest first", () => {
+    expect(keys.queues).toEqual(PRIORITIES.map((p) => keys.queue(p)));
+    expect(keys.queues).toEqual([keys.queue("high"), keys.queue("medium"), keys.queue("low")]);
+    for (const key of [...keys.queues, keys.cancelChannel, keys.capacity, keys.runtimes, keys.lock("x")])
+      expect(key.startsWith(`${ctx.config.redisPrefix}:{coverage}:`)).toBe(true);
+  });
+
+  test("popNext returns every high task before any medium, every medium before any low, FIFO within a priority", async () => {
+    // Interleaved enqueue order: low first, then a mix, so only the queue order can explain the result.
+    const plan: Priority[] = ["low", "medium", "high", "low", "high", "medium", "low", "high", "medium", "medium", "low", "high"];
+    const base = Date.now();
+    const tasks: Dispatchable[] = plan.map((priority, i) => ({ taskId: newTaskId(), priority, score: base + i }));
+    // One dispatch per task, in enqueue order, as the API does.
+    for (const t of tasks) await dispatcher.dispatch([t]);
+    const popped = await drain();
+    const expected = [...tasks].sort((a, b) => RANK[a.priority] - RANK[b.priority] || a.score - b.score);
+    expect(popped).toEqual(expected.map((t) => ({ taskId: t.taskId, priority: t.priority })));
+    // Sanity of the claim itself: priorities are non-decreasing in rank along the popped order.
+    const ranks = popped.map((p) => RANK[p.priority]);
+    expect([...ranks].sort((a, b) => a - b)).toEqual(ranks);
+  });
+
+  test("FIFO within a priority holds for tasks enqueued in the same millisecond (ties broken by the time-ordered id)", async () => {
+    const score = Date.now();
+    const ids = Array.from({ length: 20 }, () => newTaskId());
+    // Dispatched in reverse, same score: the id order (creation order) must still win.
+    await dispatcher.dispatch([...ids].reverse().map((taskId) => ({ taskId, priority: "medium" as const, score })));
+    expect((await drain()).map((p) => p.taskId)).toEqual(ids);
+  });
+
+  test("popNext blocks on empty queues until a task arrives, then returns it at once", async () => {
+    const name = `agentq-queue-test-${uuid().slice(0, 8)}`;
+    const conn = new Redis(ctx.config.redisUrl, { maxRetriesPerRequest: null, connectionName: name });
+    try {
+      const id = newTaskId();
+      const waiting = popNext(conn, keys, 10);
+      // Wait until Redis reports this connection blocked in BZPOPMIN: the pop is really waiting.
+      await eventually(async () => {
+        const list = (await ctx.redis.client("LIST")) as string;
+        return list.split("\n").some((l) => l.includes(`name=${name}`) && l.includes("cmd=bzpopmin")) ? true : undefined;
+      }, 5000, "the pop to block");
+      const before = performance.now();
+      await dispatcher.dispatch([{ taskId: id, priority: "low", score: Date.now() }]);
+      expect(await waiting).toEqual({ taskId: id, priority: "low" });
+      expect(performance.now() - before).toBeLessThan(1000);
+    } finally {
+      conn.disconnect();
+    }
+  });
+
+  test("popNext returns null when every queue stays empty for its timeout", async () => {
+    expect(await popNext(blocking, keys, 0.05)).toBeNull();
+  });
+
+  test("queue position counts across priorities (1 = next) and follows pops and removals", async () => {
+    const base = Date.now();
+    const make = (priority: Priority, n: number, offset: number) =>
+      Array.from({ length: n }, (_, i) => ({ taskId: newTaskId(), priority, score: base + offset + i }));
+    // Enqueue low first, then medium, then high: positions must still be high-first.
+    const low = make("low", 2, 0);
+    const medium = make("medium", 3, 10);
+    const high = make("high", 2, 20);
+    await dispatcher.dispatch([...low, ...medium, ...high]);
+    const ordered = [...high, ...medium, ...low];
+    for (const [i, t] of ordered.entries()) expect(await dispatcher.position(t.taskId, t.priority)).toBe(i + 1);
+    expect(await dispatcher.depths()).toEqual({ high: 2, medium: 3, low: 2 });
+
+    // A task not queued (or asked under the wrong priority) has no position.
+    expect(await dispatcher.position(newTaskId(), "high")).toBeNull();
+    expect(await dispatcher.position(low[0]!.taskId, "high")).toBeNull();
+
+    // Removing a medium task moves everything behind it up by one.
+    expect(await dispatcher.remove(medium[1]!.taskId, "medium")).toBe(true);
+    expect(await dispatcher.remove(medium[1]!.taskId, "medium")).toBe(false);
+    expect(await dispatcher.remove(low[0]!.taskId, "high")).toBe(false);
+    expect(await dispatcher.position(medium[1]!.taskId, "medium")).toBeNull();
+    expect(await dispatcher.position(medium[2]!.taskId, "medium")).toBe(4);
+    expect(await dispatcher.position(low[0]!.taskId, "low")).toBe(5);
+    expect(await dispatcher.depths()).toEqual({ high: 2, medium: 2, low: 2 });
+
+    // Popping the head moves everyone up by one more.
+    expect(await popNext(blocking, keys, 1)).toEqual({ taskId: high[0]!.taskId, priority: "high" });
+    expect(await dispatcher.position(high[1]!.taskId, "high")).toBe(1);
+    expect(await dispatcher.position(low[1]!.taskId, "low")).toBe(5);
+    expect(await dispatcher.depths()).toEqual({ high: 1, medium: 2, low: 2 });
+
+    expect(await dispatcher.queuedAmong([...ordered.map((t) => ({ taskId: t.taskId, priority: t.priority }))])).toEqual([
+      false, // popped
+      true,
+      true,
+      false, // removed
+      true,
+      true,
+      true,
+    ]);
+  });
+
+  test("depths are zero for empty queues", async () => {
+    expect(await dispatcher.depths()).toEqual({ high: 0, medium: 0, low: 0 });
+  });
+
+  test("dispatching an already queued id again (NX) keeps its original place", async () => {
+    const base = Date.now();
+    const [a, b, c] = [newTaskId(), newTaskId(), newTaskId()];
+    await dispatcher.dispatch([
+      { taskId: a!, priority: "medium", score: base },
+      { taskId: b!, priority: "medium", score: base + 1 },
+      { taskId: c!, priority: "medium", score: base + 2 },
+    ]);
+    // A re-dispatch (reconciler, retry) with a later score must not send `a` to the back...
+    await dispatcher.dispatch([{ taskId: a!, priority: "medium", score: base + 1000 }]);
+    // ...nor an earlier score pull `c` to the front.
+    await dispatcher.dispatch([{ taskId: c!, priority: "medium", score: base - 1000 }]);
+    expect(await dispatcher.position(a!, "medium")).toBe(1);
+    expect(await dispatcher.position(c!, "medium")).toBe(3);
+    expect(await dispatcher.depths()).toEqual({ high: 0, medium: 3, low: 0 });
+    expect(await ctx.redis.zscore(keys.queue("medium"), a!)).toBe(String(base));
+    expect((await drain()).map((p) => p.taskId)).toEqual([a!, b!, c!]);
+  });
+
+  test("dispatching nothing is a no-op", async () => {
+    await dispatcher.dispatch([]);
+    expect(await dispatcher.queuedAmong([])).toEqual([]);
+    expect(await dispatcher.depths()).toEqual({ high: 0, medium: 0, low: 0 });
+  });
+});
+
+describe("through the API", () => {
+  test("pending tasks show queue positions 1..n in priority-then-FIFO order with non-decreasing estimates, and a one-worker engine starts them in exactly that order", async () => {
+    // Several agents (each may have one unforced pending refresh) plus forced refreshes of the same agent.
+    const agents: string[] = [];
+    for (let i = 0; i < 4; i++) agents.push((await postAgent(ctx, { name: `q${i}`, taxonomy_node_ids: [root] })).agent_id);
+    const plan: { agent: number; priority: Priority; force: boolean }[] = [
+      { agent: 0, priority: "low", force: false },
+      { agent: 1, priority: "medium", force: false },
+      { agent: 2, priority: "high", force: false },
+      { agent: 0, priority: "high", force: true },
+      { agent: 3, priority: "low", force: false },
+      { agent: 1, priority: "high", force: true },
+      { agent: 2, priority: "medium", force: true },
+      { agent: 3, priority: "medium", force: true },
+      { agent: 0, priority: "low", force: true },
+    ];
+    const created: { taskId: string; priority: Priority; seq: number }[] = [];
+    for (const [seq, p] of plan.entries()) {
+      const res = await ctx.request("POST", `agents/${agents[p.agent]}/coverage/refresh${p.force ? "?force=true" : ""}`, {
+        body: { priority: p.priority },
+      });
+      expect(res.status).toBe(202);
+      expect(res.body.priority).toBe(p.priority);
+      created.push({ taskId: res.body.task_id, priority: p.priority, seq });
+    }
+    expect(new Set(created.map((c) => c.taskId)).size).toBe(plan.length);
+    const expected = [...created].sort((a, b) => RANK[a.priority] - RANK[b.priority] || a.seq - b.seq);
+    expect(await dispatcher.depths()).toEqual({ high: 3, medium: 3, low: 3 });
+
+    // Positions and estimates, asked in position order.
+    let previousEta = 0;
+    for (const [i, t] of expected.entries()) {
+      const res = await ctx.request("GET", `tasks/${t.taskId}`);
+      expect(res.status).toBe(200);
+      expect(res.body.status).toBe("pending");
+      expect(res.body.queue_position).toBe(i + 1);
+      expect(typeof res.body.estimated_completion_at).toBe("string");
+      const eta = Date.parse(res.body.estimated_completion_at);
+      expect(Number.isNaN(eta)).toBe(false);
+      expect(eta).toBeGreaterThan(Date.parse(res.body.created_at));
+      expect(eta).toBeGreaterThanOrEqual(previousEta);
+      previousEta = eta;
+      // The agent-scoped view agrees.
+      const scoped = await ctx.request("GET", `agents/${res.body.agent_id}/coverage/status/${t.taskId}`);
+      expect(scoped.status).toBe(200);
+      expect(scoped.body.queue_position).toBe(i + 1);
+    }
+
+    // Now one worker (the production worker script) takes them one by one.
+    const engine = await startTestEngine(ctx, { workers: 1 });
+    try {
+      for (const t of created) expect(await waitForStatus(ctx, t.taskId, ["completed"])).toBe("completed");
+      const started = engine.events.flatMap((e) => (e.type === "task_started" ? [e.taskId] : []));
+      expect(started).toEqual(expected.map((t) => t.taskId));
+      expect(await dispatcher.depths()).toEqual({ high: 0, medium: 0, low: 0 });
+      // Terminal tasks have no position and no estimate.
+      const done = await ctx.request("GET", `tasks/${expected[0]!.taskId}`);
+      expect(done.body.queue_position).toBeNull();
+      expect(done.body.estimated_completion_at).toBeNull();
+    } finally {
+      await engine.stop();
+    }
+  });
+});
