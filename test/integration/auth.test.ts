@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { createTestContext, TEST_API_KEY, type TestContext, type TestResponse } from "../helpers/app.ts";
 import { postAgent, postTaxonomy, uuid } from "../helpers/fixtures.ts";
-import { createApiKey, revokeApiKey } from "../../src/auth/apiKeys.ts";
+import { createApiKey, listApiKeys, revokeApiKey } from "../../src/auth/apiKeys.ts";
 
 let ctx: TestContext;
 beforeAll(async () => {
@@ -309,4 +309,18 @@ test("an existing agent is not revealed to an anonymous caller", async () => {
   expectUnauthorized(res, "existing agent");
   expect(res.text).not.toContain(agent_id);
   expect(res.text).not.toContain("auth-3");
+});
+
+describe("listing keys", () => {
+  test("lists every key with its revocation time and never the key or its hash", async () => {
+    const kept = await createApiKey(ctx.database.db, "listed-kept");
+    const gone = await createApiKey(ctx.database.db, "listed-gone");
+    await revokeApiKey(ctx.database.db, "listed-gone");
+    const listed = await listApiKeys(ctx.database.db);
+    const byId = new Map(listed.map((k) => [k.keyId, k]));
+    expect(byId.get(kept.keyId)?.revokedAt).toBeNull();
+    expect(byId.get(gone.keyId)?.revokedAt).toBeInstanceOf(Date);
+    expect(JSON.stringify(listed)).not.toContain(kept.key);
+    expect(Object.keys(listed[0]!).sort()).toEqual(["createdAt", "keyId", "name", "revokedAt"]);
+  });
 });
