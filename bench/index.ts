@@ -19,6 +19,10 @@ const BENCHMARKS: Record<string, BenchmarkEntry> = {
     summary: "coverage meter (one statement) against the naive per-node approach, on a 1M-chunk corpus",
     load: () => import("./coverage.ts"),
   },
+  engine: {
+    summary: "task engine (supervisor + worker threads, PostgreSQL + Redis) against BullMQ: throughput, pickup and cancel latency",
+    load: () => import("./engine.ts"),
+  },
 };
 
 function usage(): string {
