@@ -125,6 +125,7 @@ class Actor {
       result = await this.handler({
         taskId,
         agentId: claim.agentId,
+        agent: claim.agent,
         attempt: claim.attempt,
         database: this.database,
         settings: this.settings,

@@ -8,7 +8,7 @@ import type { Db, DbOrTx } from "./client.ts";
 import { toIso, toIsoOrNull } from "./values.ts";
 import type { Priority, TaskStatus } from "../core/tasks.ts";
 import type { CoverageResult } from "../coverage/meter.ts";
-import { insertCoverageHistory, storeAgentCoverage } from "./coverage.ts";
+import { queryPrepared } from "./prepared.ts";
 
 export interface TaskRecord {
   task_id: string;
@@ -90,26 +90,52 @@ export interface Claim {
   leaseToken: string;
   attempt: number;
   timeoutMs: number;
+  /** The agent's scope, read in the same statement so the task needs no second lookup. */
+  agent: { agent_id: string; taxonomy_node_ids: string[]; taxonomy_version: string };
 }
 
 /** pending -> running, unless the task was cancelled or claimed by someone else meanwhile. */
 export async function claimTask(db: DbOrTx, taskId: string, owner: string, leaseMs: number): Promise<Claim | null> {
-  const rows = await db.execute<{ task_id: string; agent_id: string; lease_token: string; attempt: number; timeout_ms: number }>(sql`
-    update background_tasks
-    set status = 'running', attempt = attempt + 1, lease_token = gen_random_uuid(), lease_owner = ${owner},
-        lease_expires_at = now() + ${leaseMs} * interval '1 millisecond', started_at = now(),
+  const rows = await queryPrepared<{
+    task_id: string;
+    agent_id: string;
+    lease_token: string;
+    attempt: number;
+    timeout_ms: number;
+    taxonomy_node_ids: string[];
+    taxonomy_version: string;
+  }>(
+    db,
+    sql`
+    update background_tasks t
+    set status = 'running', attempt = t.attempt + 1, lease_token = gen_random_uuid(), lease_owner = ${owner},
+        lease_expires_at = now() + ${leaseMs}::int * interval '1 millisecond', started_at = now(),
         progress_percentage = 0, queue_position = null, updated_at = now()
-    where task_id = ${taskId} and status = 'pending' and not cancellation_requested
-    returning task_id, agent_id, lease_token, attempt, timeout_ms`);
+    from agents a
+    where t.task_id = ${taskId} and t.status = 'pending' and not t.cancellation_requested and a.agent_id = t.agent_id
+    returning t.task_id, t.agent_id, t.lease_token, t.attempt, t.timeout_ms, a.taxonomy_node_ids, a.taxonomy_version`,
+  );
   const r = rows[0];
-  return r ? { taskId: r.task_id, agentId: r.agent_id, leaseToken: r.lease_token, attempt: r.attempt, timeoutMs: r.timeout_ms } : null;
+  return r
+    ? {
+        taskId: r.task_id,
+        agentId: r.agent_id,
+        leaseToken: r.lease_token,
+        attempt: r.attempt,
+        timeoutMs: r.timeout_ms,
+        agent: { agent_id: r.agent_id, taxonomy_node_ids: r.taxonomy_node_ids, taxonomy_version: r.taxonomy_version },
+      }
+    : null;
 }
 
 export async function recordProgress(db: DbOrTx, taskId: string, leaseToken: string, percent: number): Promise<boolean> {
-  const rows = await db.execute(sql`
-    update background_tasks set progress_percentage = ${Math.max(0, Math.min(100, Math.round(percent)))}, updated_at = now()
-    where task_id = ${taskId} and status = 'running' and lease_token = ${leaseToken}
-    returning 1`);
+  const rows = await queryPrepared(
+    db,
+    sql`
+    update background_tasks set progress_percentage = ${Math.max(0, Math.min(100, Math.round(percent)))}::int, updated_at = now()
+    where task_id = ${taskId} and status = 'running' and lease_token = ${leaseToken}::uuid
+    returning 1 as ok`,
+  );
   return rows.length > 0;
 }
 
@@ -117,26 +143,42 @@ export type CompletionOutcome = "completed" | "cancelled" | "lost_lease";
 
 /**
  * running -> completed with the result, the coverage_history row and the
- * agent's figures in ONE transaction. A cancel that arrived while it ran wins:
- * the task ends cancelled and nothing else is written.
+ * agent's figures in ONE statement (data-modifying CTEs: one implicit
+ * transaction, one round trip, one commit). A cancel that arrived while it ran
+ * wins: the task ends cancelled and nothing else is written.
  */
-export async function completeTask(db: Db, taskId: string, leaseToken: string, result: CoverageResult): Promise<CompletionOutcome> {
-  return db.transaction(async (tx) => {
-    const done = await tx.execute<{ agent_id: string }>(sql`
+export async function completeTask(db: DbOrTx, taskId: string, leaseToken: string, result: CoverageResult): Promise<CompletionOutcome> {
+  const at = result.calculated_at;
+  const rows = await queryPrepared<{ completed: number }>(
+    db,
+    sql`
+    with done as (
       update background_tasks
       set status = 'completed', result = ${JSON.stringify(result)}::jsonb, completed_at = now(), progress_percentage = 100,
           error = null, lease_token = null, lease_expires_at = null, updated_at = now()
-      where task_id = ${taskId} and status = 'running' and lease_token = ${leaseToken} and not cancellation_requested
-      returning agent_id`);
-    if (done.length === 0) {
-      const cancelled = await endTask(tx, taskId, leaseToken, "cancelled", null);
-      return cancelled ? "cancelled" : "lost_lease";
-    }
-    const at = new Date(result.calculated_at);
-    await insertCoverageHistory(tx, { agentId: done[0]!.agent_id, report: result, version: result.version, at, taskId });
-    await storeAgentCoverage(tx, done[0]!.agent_id, result, at);
-    return "completed";
-  });
+      where task_id = ${taskId} and status = 'running' and lease_token = ${leaseToken}::uuid and not cancellation_requested
+      returning agent_id
+    ),
+    history as (
+      insert into coverage_history (agent_id, timestamp, overall_coverage, total_documents, total_chunks, version, task_id)
+      select agent_id, ${at}::timestamptz, ${result.overall_coverage}::float8, ${result.total_documents}::int,
+             ${result.total_chunks}::int, ${result.version}::text, ${taskId}::text
+      from done
+      returning 1
+    ),
+    agent as (
+      update agents a
+      set coverage_percent = ${result.overall_coverage}::float8, total_documents = ${result.total_documents}::int,
+          total_chunks = ${result.total_chunks}::int, last_coverage_update = ${at}::timestamptz, updated_at = now()
+      from done where a.agent_id = done.agent_id
+      returning 1
+    )
+    -- PostgreSQL runs every data-modifying CTE exactly once, referenced or not.
+    select count(*)::int as completed from done`,
+  );
+  if (rows[0]?.completed === 1) return "completed";
+  const cancelled = await endTask(db, taskId, leaseToken, "cancelled", null);
+  return cancelled ? "cancelled" : "lost_lease";
 }
 
 /** running -> failed | cancelled | timeout, fenced by the lease token. */

@@ -75,6 +75,7 @@ test("the coverage_refresh handler measures the task's agent", async () => {
   const result = await coverageRefresh({
     taskId: "t",
     agentId: agent.agent_id,
+    agent,
     attempt: 1,
     database: ctx.database,
     settings: {
@@ -90,4 +91,12 @@ test("the coverage_refresh handler measures the task's agent", async () => {
   });
   expect(withoutTime(result)).toEqual(withoutTime(await measureCoverage(ctx.database.db, agent, settings)));
   expect(progress.length).toBeGreaterThan(0);
+});
+
+test("a small scope is measured in one statement after the scope walk, with the same result", async () => {
+  const small = { ...agent, taxonomy_node_ids: Object.keys((await measureCoverage(ctx.database.db, agent, settings)).node_coverage).slice(0, 3) };
+  const seen: number[] = [];
+  const stepwise = await measureCoverageInSteps(ctx.database.db, small, settings, { onProgress: (p) => void seen.push(p) });
+  expect(withoutTime(stepwise)).toEqual(withoutTime(await measureCoverage(ctx.database.db, small, settings)));
+  expect(seen).toEqual([10, 95]);
 });

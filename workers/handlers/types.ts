@@ -1,11 +1,13 @@
 /** What a task handler gets and returns. Handlers run inside a worker actor. */
 import type { Database } from "../../src/db/client.ts";
 import type { WorkerSettings } from "../../src/protocol/messages.ts";
-import type { CoverageResult } from "../../src/coverage/meter.ts";
+import type { AgentScope, CoverageResult } from "../../src/coverage/meter.ts";
 
 export interface TaskContext {
   taskId: string;
   agentId: string;
+  /** The agent's scope as of the claim. */
+  agent: AgentScope;
   attempt: number;
   database: Database;
   settings: WorkerSettings;
