@@ -24,7 +24,8 @@ export async function openRuntime(config: Config, role: string): Promise<Runtime
   const logger = createLogger(config.logLevel, { role });
   await prepareDatabase(config.databaseUrl);
   const database = openDatabase(config.databaseUrl, { applicationName: `agentq-${role}` });
-  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 3, enableOfflineQueue: true });
+  // Auto-pipelining batches the commands one request issues in the same tick into one round trip.
+  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 3, enableOfflineQueue: true, enableAutoPipelining: true });
   redis.on("error", (error) => logger.warn({ err: error }, "redis connection error"));
   return {
     config,

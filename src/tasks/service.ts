@@ -6,7 +6,6 @@ import type Redis from "ioredis";
 import type { Logger } from "pino";
 import type { Config } from "../config.ts";
 import type { Database } from "../db/client.ts";
-import { requireAgent } from "../db/agents.ts";
 import { getTask, insertTask, requestCancel, type TaskRecord } from "../db/tasks.ts";
 import { isTerminal, newTaskId, type Priority } from "../core/tasks.ts";
 import { notFound } from "../core/errors.ts";
@@ -20,6 +19,12 @@ export interface TaskView extends TaskRecord {
 
 /** Used for estimates until some task has completed. */
 const DEFAULT_RUNTIME_MS = 1000;
+
+const isForeignKeyViolation = (error: unknown) => {
+  for (let e: unknown = error, depth = 0; e && depth < 4; e = (e as { cause?: unknown }).cause, depth++)
+    if ((e as { code?: unknown }).code === "23503") return true;
+  return false;
+};
 const RUNTIME_SAMPLES = 20;
 
 export class TaskService {
@@ -42,24 +47,31 @@ export class TaskService {
     options: { priority: Priority; webhookUrl: string | null; force: boolean },
   ): Promise<{ task: TaskView; created: boolean }> {
     const { database, config, logger } = this.deps;
-    await requireAgent(database.db, agentId);
-    const { task, created } = await insertTask(database.db, {
-      taskId: newTaskId(),
-      agentId,
-      priority: options.priority,
-      webhookUrl: options.webhookUrl,
-      timeoutMs: config.taskTimeoutMs,
-      maxAttempts: config.maxAttempts,
-      dedupe: !options.force,
-    });
-    if (created) {
-      try {
-        await this.dispatcher.dispatch([{ taskId: task.task_id, priority: task.priority, score: Date.parse(task.created_at) }]);
-      } catch (error) {
-        logger.warn({ taskId: task.task_id, err: error }, "dispatch failed; the reconciler will dispatch the task");
-      }
+    let inserted: Awaited<ReturnType<typeof insertTask>>;
+    try {
+      inserted = await insertTask(database.db, {
+        taskId: newTaskId(),
+        agentId,
+        priority: options.priority,
+        webhookUrl: options.webhookUrl,
+        timeoutMs: config.taskTimeoutMs,
+        maxAttempts: config.maxAttempts,
+        dedupe: !options.force,
+      });
+    } catch (error) {
+      // The agent foreign key tells us the agent does not exist: no lookup beforehand.
+      if (isForeignKeyViolation(error)) throw notFound("agent", agentId);
+      throw error;
     }
-    return { task: await this.decorate(task), created };
+    const { task, created } = inserted;
+    // Issued together so they share one Redis round trip (the reads see the ZADD: same connection, in order).
+    const dispatched = created
+      ? this.dispatcher
+          .dispatch([{ taskId: task.task_id, priority: task.priority, score: Date.parse(task.created_at) }])
+          .catch((error) => logger.warn({ taskId: task.task_id, err: error }, "dispatch failed; the reconciler will dispatch the task"))
+      : Promise.resolve();
+    const [view] = await Promise.all([this.decorate(task), dispatched]);
+    return { task: view, created };
   }
 
   async view(taskId: string, agentId?: string): Promise<TaskView> {
@@ -79,11 +91,20 @@ export class TaskService {
 
   private async decorate(task: TaskRecord): Promise<TaskView> {
     if (isTerminal(task.status)) return { ...task, queue_position: null, estimated_completion_at: null };
-    const [position, runtimeMs, capacity] = await Promise.all([
-      task.status === "pending" ? this.dispatcher.position(task.task_id, task.priority) : Promise.resolve(null),
-      this.averageRuntimeMs(),
-      this.capacity(),
-    ]);
+    let position: number | null;
+    let runtimeMs: number;
+    let capacity: { workers: number; busy: number };
+    try {
+      [position, runtimeMs, capacity] = await Promise.all([
+        task.status === "pending" ? this.dispatcher.position(task.task_id, task.priority) : Promise.resolve(null),
+        this.averageRuntimeMs(),
+        this.capacity(),
+      ]);
+    } catch (error) {
+      // Redis unreachable: the task itself is known (PostgreSQL); only the estimates are not.
+      this.deps.logger.warn({ taskId: task.task_id, err: error }, "queue position unavailable");
+      return { ...task, queue_position: null, estimated_completion_at: null };
+    }
     const now = Date.now();
     let eta: number;
     if (task.status === "running" && task.started_at) eta = Math.max(now, Date.parse(task.started_at) + runtimeMs);

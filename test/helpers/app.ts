@@ -56,7 +56,7 @@ export async function createTestContext(overrides: Partial<Config> = {}): Promis
     },
   );
   const database = openDatabase(config.databaseUrl, { max: 4, applicationName: "agentq-test" });
-  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 1 });
+  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 1, enableAutoPipelining: true });
   const logger = createLogger(config.logLevel);
   const app = createApp({ config, database, redis, logger, keys: createKeyVerifier(database.db, config.apiKeys) });
 
