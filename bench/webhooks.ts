@@ -1,0 +1,296 @@
+/**
+ * Webhook benchmark, in one run on one machine:
+ *
+ *  1. Task throughput with and without webhooks (the ratio is the cost of the
+ *     outbox trigger and of the sender sharing the supervisor process): N tasks
+ *     through the library path to durable completion, alternating rounds.
+ *  2. Deliveries per second to a loopback receiver while those tasks run
+ *     (first enqueue to last delivery recorded).
+ *  3. Delivery success rate when the receiver fails half its requests at
+ *     random, with the default 3 retries and with 4.
+ *
+ * Own database `agentq_bench_webhooks` (BENCH_WEBHOOKS_DATABASE_URL overrides;
+ * its tables are truncated) and Redis prefix `agentq-bench-webhooks`.
+ */
+import { randomUUID } from "node:crypto";
+import os from "node:os";
+import { DEFAULTS, loadConfig, type Config } from "../src/config.ts";
+import { openRuntime, type Runtime } from "../src/main.ts";
+import { startEngine, type Engine } from "../src/supervisor/engine.ts";
+import type { SupervisorEvent } from "../src/supervisor/supervisor.ts";
+import { TaskService } from "../src/tasks/service.ts";
+import { upsertTaxonomy } from "../src/db/taxonomy.ts";
+import { WebhookSender } from "../src/webhooks/sender.ts";
+import { bounded, writeBenchmarkSection } from "./support.ts";
+
+const REDIS_PREFIX = "agentq-bench-webhooks";
+const SECRET = `whsec_${Buffer.from("agentq-bench-webhook-secret-0001").toString("base64")}`;
+const AGENTS = 256;
+const SECTION_TITLE = "## Webhooks";
+
+interface Options {
+  tasks: number;
+  rounds: number;
+  workers: number;
+  flaky: number;
+  backoffMs: number;
+  writeDocs: boolean;
+}
+
+const HELP = `usage: bun run bench webhooks [--tasks N] [--rounds R] [--workers W] [--flaky F] [--backoff-ms B] [--no-docs]
+
+  --tasks N       tasks per throughput measurement (default 1000)
+  --rounds R      rounds of (without webhooks, with webhooks); the median ratio is reported (default 3)
+  --workers W     worker threads (default 4)
+  --flaky F       deliveries for the success-rate runs against a receiver failing 50% (default 2000)
+  --backoff-ms B  first retry delay in the success-rate runs (default 10; production default 1000)
+  --no-docs       do not rewrite the "${SECTION_TITLE}" section of docs/benchmarks.md`;
+
+function parseArgs(args: string[]): Options | string {
+  const o: Options = { tasks: 1000, rounds: 3, workers: 4, flaky: 2000, backoffMs: 10, writeDocs: true };
+  const flags: Record<string, keyof Options> = {
+    "--tasks": "tasks",
+    "--rounds": "rounds",
+    "--workers": "workers",
+    "--flaky": "flaky",
+    "--backoff-ms": "backoffMs",
+  };
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === "--no-docs") {
+      o.writeDocs = false;
+      continue;
+    }
+    const key = flags[a];
+    const n = Number(args[++i]);
+    if (!key) return `unknown flag: ${a}`;
+    if (!Number.isInteger(n) || n < (key === "backoffMs" ? 0 : 1) || n > 1_000_000) return `${a} takes a positive integer`;
+    (o[key] as number) = n;
+  }
+  return o;
+}
+
+const now = () => performance.now();
+
+/** Resolves when `check` holds, re-checked whenever `poke` is called (events), with a deadline. */
+class Waiter {
+  private pending: (() => void)[] = [];
+  poke() {
+    for (const p of this.pending.splice(0)) p();
+  }
+  async until(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string, recheckMs = 0): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!(await check())) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise<void>((resolve) => {
+        this.pending.push(resolve);
+        if (recheckMs > 0) setTimeout(resolve, recheckMs);
+      });
+    }
+  }
+}
+
+/** A loopback receiver; `failRatio` of requests answer 500 at random. */
+function startReceiver(waiter: Waiter) {
+  const state = { failRatio: 0, requests: 0, delivered: new Set<string>() };
+  const server = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    async fetch(request) {
+      await request.arrayBuffer();
+      state.requests++;
+      if (Math.random() < state.failRatio) return new Response("try again", { status: 500 });
+      state.delivered.add(request.headers.get("webhook-id") ?? "");
+      waiter.poke();
+      return new Response(null, { status: 204 });
+    },
+  });
+  return { state, url: `http://127.0.0.1:${server.port}/hook`, stop: () => server.stop(true) };
+}
+
+interface Bench {
+  runtime: Runtime;
+  engine: Engine;
+  service: TaskService;
+  agents: string[];
+  finished: number;
+  waiter: Waiter;
+}
+
+function benchDatabaseUrl(): string {
+  if (process.env.BENCH_WEBHOOKS_DATABASE_URL) return process.env.BENCH_WEBHOOKS_DATABASE_URL;
+  const u = new URL(process.env.DATABASE_URL ?? DEFAULTS.databaseUrl);
+  u.pathname = "/agentq_bench_webhooks";
+  return u.toString();
+}
+
+async function prepare(opts: Options): Promise<Bench> {
+  const config: Config = loadConfig(
+    {},
+    {
+      databaseUrl: benchDatabaseUrl(),
+      redisUrl: process.env.REDIS_URL ?? DEFAULTS.redisUrl,
+      redisPrefix: REDIS_PREFIX,
+      logLevel: "warn",
+      webhookSecrets: [SECRET],
+      webhookAllowHttp: true,
+      webhookAllowedHosts: ["127.0.0.1"],
+      webhookConcurrency: 64,
+    },
+  );
+  const runtime = await openRuntime(config, "bench-webhooks");
+  const { sql } = runtime.database;
+  await sql.unsafe("truncate agents, background_tasks, coverage_history, webhook_deliveries, webhook_outbox, taxonomy_nodes, taxonomy_edges cascade");
+  const node = randomUUID();
+  await upsertTaxonomy(runtime.database.db, "bench-webhooks", [{ node_id: node, label: "bench node" }]);
+  const rows = await sql<{ agent_id: string }[]>`
+    insert into agents (agent_id, name, taxonomy_node_ids, taxonomy_version, scope_description, level)
+    select gen_random_uuid(), 'bench webhooks agent ' || i, array[${node}::uuid], 'bench-webhooks', 'one node', 1
+    from generate_series(1, ${AGENTS}) as i returning agent_id`;
+  const waiter = new Waiter();
+  const engine = await startEngine(runtime, { workers: opts.workers, onFatal: (e) => console.error(`engine fatal: ${e.message}`) });
+  const bench: Bench = { runtime, engine, service: new TaskService(runtime), agents: rows.map((r) => r.agent_id), finished: 0, waiter };
+  engine.supervisor.on((e: SupervisorEvent) => {
+    if (e.type === "task_finished") {
+      bench.finished++;
+      waiter.poke();
+    }
+  });
+  return bench;
+}
+
+async function reset(b: Bench) {
+  await b.runtime.database.sql`truncate background_tasks, coverage_history, webhook_deliveries, webhook_outbox`;
+  b.finished = 0;
+}
+
+async function outboxCounts(b: Bench): Promise<Record<string, number>> {
+  const rows = await b.runtime.database.sql<{ status: string; n: number }[]>`select status, count(*)::int as n from webhook_outbox group by status`;
+  return Object.fromEntries(rows.map((r) => [r.status, r.n]));
+}
+
+/** Enqueues `tasks` refreshes (with or without a webhook) and waits for every task to finish. */
+async function runTasks(b: Bench, tasks: number, webhookUrl: string | null): Promise<{ wallMs: number; t0: number }> {
+  await reset(b);
+  const t0 = now();
+  await bounded(tasks, 64, async (i) => {
+    await b.service.enqueueRefresh(b.agents[i % b.agents.length]!, { priority: "medium", webhookUrl, force: true });
+  });
+  await b.waiter.until(() => b.finished >= tasks, 300_000, `${tasks} tasks`);
+  return { wallMs: now() - t0, t0 };
+}
+
+interface Round {
+  plainPerSecond: number;
+  hookedPerSecond: number;
+  deliveriesPerSecond: number;
+}
+
+async function throughputRound(b: Bench, receiver: ReturnType<typeof startReceiver>, tasks: number): Promise<Round> {
+  const plain = await runTasks(b, tasks, null);
+  receiver.state.failRatio = 0;
+  receiver.state.delivered.clear();
+  const hooked = await runTasks(b, tasks, receiver.url);
+  await b.waiter.until(async () => receiver.state.delivered.size >= tasks, 300_000, "deliveries to arrive");
+  // The last delivery counts once it is recorded, not only received.
+  await b.waiter.until(async () => (await outboxCounts(b)).delivered === tasks, 60_000, "deliveries to be recorded", 20);
+  const deliveredMs = now() - hooked.t0;
+  return {
+    plainPerSecond: tasks / (plain.wallMs / 1000),
+    hookedPerSecond: tasks / (hooked.wallMs / 1000),
+    deliveriesPerSecond: tasks / (deliveredMs / 1000),
+  };
+}
+
+/** Ends `count` tasks with webhooks against a receiver failing half the time; the share delivered. */
+async function successRate(b: Bench, receiver: ReturnType<typeof startReceiver>, count: number, retries: number, backoffMs: number) {
+  await b.engine.webhooks?.stop();
+  const sender = new WebhookSender({
+    config: { ...b.runtime.config, webhookRetries: retries, webhookBackoffMs: backoffMs, webhookConcurrency: 256 },
+    database: b.runtime.database,
+    // Dead deliveries are the point of this run; do not log each one.
+    logger: b.runtime.logger.child({}, { level: "error" }),
+  });
+  await sender.start();
+  receiver.state.failRatio = 0.5;
+  receiver.state.requests = 0;
+  await runTasks(b, count, receiver.url);
+  await b.waiter.until(async () => ((await outboxCounts(b)).pending ?? 0) === 0, 600_000, "every delivery to finish", 100);
+  const counts = await outboxCounts(b);
+  await sender.stop();
+  await b.engine.webhooks?.start();
+  return { retries, delivered: counts.delivered ?? 0, dead: counts.dead ?? 0, rate: (counts.delivered ?? 0) / count, requests: receiver.state.requests };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
+
+export async function run(args: string[]): Promise<number> {
+  if (args.includes("--help") || args.includes("-h")) {
+    console.log(HELP);
+    return 0;
+  }
+  const opts = parseArgs(args);
+  if (typeof opts === "string") {
+    console.error(`${opts}\n\n${HELP}`);
+    return 2;
+  }
+  const b = await prepare(opts);
+  const waiterReceiver = startReceiver(b.waiter);
+  try {
+    console.log(`warm-up (${Math.min(200, opts.tasks)} tasks with webhooks)...`);
+    await runTasks(b, Math.min(200, opts.tasks), waiterReceiver.url);
+    const rounds: Round[] = [];
+    for (let r = 0; r < opts.rounds; r++) {
+      const round = await throughputRound(b, waiterReceiver, opts.tasks);
+      rounds.push(round);
+      console.log(
+        `round ${r + 1}: ${round.plainPerSecond.toFixed(0)} tasks/s without webhooks, ${round.hookedPerSecond.toFixed(0)} with; ${round.deliveriesPerSecond.toFixed(0)} deliveries/s`,
+      );
+    }
+    const rates = [];
+    for (const retries of [DEFAULTS.webhookRetries, DEFAULTS.webhookRetries + 1]) {
+      const rate = await successRate(b, waiterReceiver, opts.flaky, retries, opts.backoffMs);
+      rates.push(rate);
+      console.log(`50% failing receiver, ${retries} retries: ${(rate.rate * 100).toFixed(2)}% delivered (${rate.dead} dead, ${rate.requests} requests)`);
+    }
+    const ratios = rounds.map((r) => r.hookedPerSecond / r.plainPerSecond);
+    const section = [
+      SECTION_TITLE,
+      "",
+      `\`bun run bench webhooks --tasks ${opts.tasks} --rounds ${opts.rounds} --workers ${opts.workers} --flaky ${opts.flaky} --backoff-ms ${opts.backoffMs}\``,
+      `on ${os.cpus()[0]?.model ?? "unknown CPU"} (${os.cpus().length} cores), Bun ${Bun.version}, ${new Date().toISOString().slice(0, 10)}.`,
+      "Engine, sender and receiver share this one process (the receiver is a loopback `Bun.serve`); tasks are the",
+      "real coverage refresh of a one-node agent, enqueued through the library path, measured to durable completion.",
+      "",
+      "| measure | median | rounds |",
+      "|---|---:|---|",
+      `| tasks/s without webhooks | ${median(rounds.map((r) => r.plainPerSecond)).toFixed(0)} | ${rounds.map((r) => r.plainPerSecond.toFixed(0)).join(", ")} |`,
+      `| tasks/s with a webhook each | ${median(rounds.map((r) => r.hookedPerSecond)).toFixed(0)} | ${rounds.map((r) => r.hookedPerSecond.toFixed(0)).join(", ")} |`,
+      `| **ratio with / without** | **${median(ratios).toFixed(2)}** | ${ratios.map((x) => x.toFixed(2)).join(", ")} |`,
+      `| deliveries/s (first enqueue to last delivery recorded) | ${median(rounds.map((r) => r.deliveriesPerSecond)).toFixed(0)} | ${rounds.map((r) => r.deliveriesPerSecond.toFixed(0)).join(", ")} |`,
+      "",
+      `Receiver failing 50% of requests at random (${opts.flaky} deliveries, first retry after ${opts.backoffMs} ms, doubling):`,
+      "",
+      "| retries | attempts at most | delivered | dead | requests | expected (1 - 0.5^attempts) |",
+      "|---:|---:|---:|---:|---:|---:|",
+      ...rates.map(
+        (r) =>
+          `| ${r.retries}${r.retries === DEFAULTS.webhookRetries ? " (default)" : ""} | ${r.retries + 1} | ${(r.rate * 100).toFixed(2)}% | ${r.dead} | ${r.requests} | ${((1 - 0.5 ** (r.retries + 1)) * 100).toFixed(2)}% |`,
+      ),
+      "",
+      "With the issue's default of 3 retries (4 attempts) a receiver that fails half its requests independently",
+      "is reached 93.75% of the time in expectation, below the original plan's 95%; the plan's figure needs 4",
+      "retries (96.9%). We kept the specified default and made it configurable (`AGENTQ_WEBHOOK_RETRIES`);",
+      "dead deliveries stay in the outbox and `POST /tasks/{id}/webhook/redeliver` sends them again.",
+      "",
+    ].join("\n");
+    console.log(`\n${section}`);
+    if (opts.writeDocs) writeBenchmarkSection(SECTION_TITLE, section);
+    return 0;
+  } finally {
+    waiterReceiver.stop();
+    await b.engine.stop();
+    await b.runtime.redis.del(...(await b.runtime.redis.keys(`${REDIS_PREFIX}:*`)), `${REDIS_PREFIX}:none`);
+    await b.runtime.close();
+  }
+}
