@@ -13,9 +13,7 @@
  */
 import postgres from "postgres";
 import os from "node:os";
-import { readFileSync, writeFileSync, existsSync, mkdirSync } from "node:fs";
-import { dirname } from "node:path";
-import { fileURLToPath } from "node:url";
+import { readFileSync } from "node:fs";
 import { drizzle } from "drizzle-orm/postgres-js";
 import { ensureDatabase, migrateDatabase } from "../src/db/migrate.ts";
 import { openDatabase, type Database, type Db } from "../src/db/client.ts";
@@ -23,6 +21,7 @@ import * as schema from "../src/db/schema.ts";
 import { measureCoverage, type AgentScope, type MeterSettings } from "../src/coverage/meter.ts";
 import { finalizeCoverage, type CoverageReport, type NodeStats } from "../src/core/coverage.ts";
 import { DEFAULTS } from "../src/config.ts";
+import { writeBenchmarkSection } from "./support.ts";
 
 // ---------------------------------------------------------------------------
 // Corpus shape
@@ -54,7 +53,6 @@ const SETTINGS: MeterSettings = {
   defaultTargetDocuments: DEFAULTS.defaultTargetDocuments,
 };
 
-const DOCS_FILE = fileURLToPath(new URL("../docs/benchmarks.md", import.meta.url));
 const SECTION_TITLE = "## Coverage meter";
 
 // ---------------------------------------------------------------------------
@@ -538,27 +536,7 @@ function resultTable(rows: Row[]): string[] {
 }
 
 function writeDocs(section: string): void {
-  const header = [
-    "# Benchmarks",
-    "",
-    "Each benchmark compares an implementation with a peer (a baseline) measured in the same run on",
-    "the same machine, and reports the ratio. The ratios are the result; absolute times on a shared",
-    "machine are noisy and only tell the order of magnitude. Run them with `bun run bench <name>`",
-    "(`bun run bench --help` lists them); each run rewrites its own section below.",
-    "",
-  ].join("\n");
-  let text = existsSync(DOCS_FILE) ? readFileSync(DOCS_FILE, "utf8") : header;
-  const start = text.indexOf(`\n${SECTION_TITLE}\n`);
-  if (start >= 0) {
-    const rest = text.slice(start + 1);
-    const next = rest.slice(SECTION_TITLE.length).search(/\n## /);
-    const end = next < 0 ? text.length : start + 1 + SECTION_TITLE.length + next + 1;
-    text = text.slice(0, start + 1) + section + (end < text.length ? "\n" + text.slice(end) : "");
-  } else {
-    text = text.replace(/\n*$/, "\n\n") + section;
-  }
-  mkdirSync(dirname(DOCS_FILE), { recursive: true });
-  writeFileSync(DOCS_FILE, text.replace(/\n*$/, "\n"));
+  writeBenchmarkSection(SECTION_TITLE, section);
 }
 
 function docsSection(machine: Machine, meta: CorpusMeta, reused: boolean, counts: Counts, runs: number, rows: Row[]): string {

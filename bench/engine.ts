@@ -20,8 +20,7 @@
  */
 import Redis from "ioredis";
 import os from "node:os";
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
-import { dirname } from "node:path";
+import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { randomUUID } from "node:crypto";
 import { Queue, Worker as BullWorker, UnrecoverableError, type Job } from "bullmq";
@@ -34,6 +33,7 @@ import { TaskService } from "../src/tasks/service.ts";
 import { createApp, API_PREFIX } from "../src/api/app.ts";
 import { createKeyVerifier } from "../src/auth/apiKeys.ts";
 import { upsertTaxonomy } from "../src/db/taxonomy.ts";
+import { bounded, writeBenchmarkSection } from "./support.ts";
 
 // ---------------------------------------------------------------------------
 // Settings
@@ -48,7 +48,6 @@ const AGENTS = 256;
 /** Tasks (and jobs) per enqueue path run before anything is timed: JIT, connection pools, plans. */
 const WARMUP = 150;
 const SECTION_TITLE = "## Task engine";
-const DOCS_FILE = fileURLToPath(new URL("../docs/benchmarks.md", import.meta.url));
 const SLEEPER_WORKER = new URL("./workers/sleeper.ts", import.meta.url).href;
 
 interface Options {
@@ -126,15 +125,6 @@ function assertDedicatedDatabase(url: string): void {
 // Small tools
 
 const now = () => performance.now();
-
-/** Runs f(0..n-1) with at most `limit` calls in flight. */
-async function bounded(n: number, limit: number, f: (i: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  const lane = async () => {
-    while (next < n) await f(next++);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, n) }, lane));
-}
 
 /** Nearest-rank percentile. */
 function pct(xs: readonly number[], p: number): number {
@@ -916,30 +906,8 @@ function docsSection(machine: Machine, opts: Options, throughput: Throughput[], 
   ].join("\n");
 }
 
-/** Replaces the section titled SECTION_TITLE (up to the next "## " heading), or appends it; the rest stays as is. */
-export function replaceSection(text: string, section: string): string {
-  const body = section.replace(/\n*$/, "\n");
-  const start = text.startsWith(`${SECTION_TITLE}\n`) ? 0 : text.indexOf(`\n${SECTION_TITLE}\n`) + 1;
-  if (start <= 0 && !text.startsWith(`${SECTION_TITLE}\n`)) return text.replace(/\n*$/, "\n\n") + body;
-  const rest = text.slice(start + SECTION_TITLE.length);
-  const next = rest.search(/\n## /);
-  const after = next < 0 ? "" : rest.slice(next + 1);
-  return (text.slice(0, start) + body + (after ? "\n" + after : "")).replace(/\n*$/, "\n");
-}
-
 function writeDocs(section: string): void {
-  const header = [
-    "# Benchmarks",
-    "",
-    "Each benchmark compares an implementation with a peer (a baseline) measured in the same run on",
-    "the same machine, and reports the ratio. The ratios are the result; absolute times on a shared",
-    "machine are noisy and only tell the order of magnitude. Run them with `bun run bench <name>`",
-    "(`bun run bench --help` lists them); each run rewrites its own section below.",
-    "",
-  ].join("\n");
-  const text = existsSync(DOCS_FILE) ? readFileSync(DOCS_FILE, "utf8") : header;
-  mkdirSync(dirname(DOCS_FILE), { recursive: true });
-  writeFileSync(DOCS_FILE, replaceSection(text, section));
+  writeBenchmarkSection(SECTION_TITLE, section);
 }
 
 // ---------------------------------------------------------------------------

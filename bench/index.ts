@@ -23,6 +23,10 @@ const BENCHMARKS: Record<string, BenchmarkEntry> = {
     summary: "task engine (supervisor + worker threads, PostgreSQL + Redis) against BullMQ: throughput, pickup and cancel latency",
     load: () => import("./engine.ts"),
   },
+  webhooks: {
+    summary: "webhook deliveries/s while tasks run, success rate against a receiver failing 50%, task throughput with/without webhooks",
+    load: () => import("./webhooks.ts"),
+  },
 };
 
 function usage(): string {

@@ -55,6 +55,29 @@ export const ConfigSchema = t.Object({
   taskRetentionMs: t.Integer({ minimum: 1000 }),
   /** coverage_history rows are deleted after this long. */
   historyRetentionMs: t.Integer({ minimum: 1000 }),
+  /**
+   * Webhook signing secrets, `whsec_<base64 key>`; the first signs, all are sent
+   * (Standard Webhooks allows several signatures) so clients can rotate.
+   */
+  webhookSecrets: t.Array(t.String({ pattern: "^whsec_[A-Za-z0-9+/]{16,}={0,2}$" })),
+  /** Accept http:// webhook URLs (local development only). */
+  webhookAllowHttp: t.Boolean(),
+  /** Host names (or literal addresses) whose webhooks may reach internal addresses. */
+  webhookAllowedHosts: t.Array(t.String({ minLength: 1 })),
+  /** Retries after the first attempt of a webhook delivery. */
+  webhookRetries: t.Integer({ minimum: 0, maximum: 20 }),
+  /** First retry delay; each next one doubles. */
+  webhookBackoffMs: t.Integer({ minimum: 0 }),
+  /** Time limit of one delivery attempt. */
+  webhookTimeoutMs: t.Integer({ minimum: 100 }),
+  /** Longest Retry-After honoured; a longer one is cut to this. */
+  webhookMaxRetryAfterMs: t.Integer({ minimum: 0 }),
+  /** Deliveries one sender runs at the same time. */
+  webhookConcurrency: t.Integer({ minimum: 1, maximum: 1000 }),
+  /** Port of a standalone supervisor's /metrics and /healthz server (0: a random free port). */
+  supervisorMetricsPort: t.Integer({ minimum: 0, maximum: 65535 }),
+  /** Feature flag: when false, background refreshes answer 503 (background=false still works). */
+  backgroundRefreshEnabled: t.Boolean(),
 });
 
 export type Config = Static<typeof ConfigSchema>;
@@ -93,6 +116,16 @@ export const ENV_NAMES: Record<keyof Config, string> = {
   restartWindowMs: "AGENTQ_RESTART_WINDOW_MS",
   taskRetentionMs: "AGENTQ_TASK_RETENTION_MS",
   historyRetentionMs: "AGENTQ_HISTORY_RETENTION_MS",
+  webhookSecrets: "AGENTQ_WEBHOOK_SECRETS",
+  webhookAllowHttp: "AGENTQ_WEBHOOK_ALLOW_HTTP",
+  webhookAllowedHosts: "AGENTQ_WEBHOOK_ALLOWED_HOSTS",
+  webhookRetries: "AGENTQ_WEBHOOK_RETRIES",
+  webhookBackoffMs: "AGENTQ_WEBHOOK_BACKOFF_MS",
+  webhookTimeoutMs: "AGENTQ_WEBHOOK_TIMEOUT_MS",
+  webhookMaxRetryAfterMs: "AGENTQ_WEBHOOK_MAX_RETRY_AFTER_MS",
+  webhookConcurrency: "AGENTQ_WEBHOOK_CONCURRENCY",
+  supervisorMetricsPort: "AGENTQ_SUPERVISOR_METRICS_PORT",
+  backgroundRefreshEnabled: "AGENTQ_BACKGROUND_REFRESH_ENABLED",
 };
 
 export const DEFAULTS: Config = {
@@ -119,7 +152,33 @@ export const DEFAULTS: Config = {
   restartWindowMs: 60_000,
   taskRetentionMs: 24 * 3600 * 1000,
   historyRetentionMs: 90 * 24 * 3600 * 1000,
+  webhookSecrets: [],
+  webhookAllowHttp: false,
+  webhookAllowedHosts: [],
+  webhookRetries: 3,
+  webhookBackoffMs: 1000,
+  webhookTimeoutMs: 10_000,
+  webhookMaxRetryAfterMs: 60_000,
+  webhookConcurrency: 16,
+  supervisorMetricsPort: 9464,
+  backgroundRefreshEnabled: true,
 };
+
+/** Splits a comma-separated list, dropping blanks. */
+function parseList(raw: string | undefined): string[] {
+  return (raw ?? "")
+    .split(",")
+    .map((item) => item.trim())
+    .filter((item) => item.length > 0);
+}
+
+/** true/false/1/0/yes/no; anything else is passed on for the schema to reject by name. */
+function parseBoolean(raw: string): boolean | string {
+  const value = raw.trim().toLowerCase();
+  if (["true", "1", "yes", "on"].includes(value)) return true;
+  if (["false", "0", "no", "off"].includes(value)) return false;
+  return raw;
+}
 
 function parseNumber(raw: string): number | string {
   const n = Number(raw.trim());
@@ -136,16 +195,17 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     const raw = pick(key);
     return raw === undefined ? DEFAULTS[key] : parseNumber(raw);
   };
+  const bool = (key: keyof Config) => {
+    const raw = pick(key);
+    return raw === undefined ? DEFAULTS[key] : parseBoolean(raw);
+  };
   const candidate: Record<keyof Config, unknown> = {
     databaseUrl: pick("databaseUrl") ?? DEFAULTS.databaseUrl,
     redisUrl: pick("redisUrl") ?? DEFAULTS.redisUrl,
     redisPrefix: pick("redisPrefix") ?? DEFAULTS.redisPrefix,
     host: pick("host") ?? DEFAULTS.host,
     port: num("port"),
-    apiKeys: (pick("apiKeys") ?? "")
-      .split(",")
-      .map((k) => k.trim())
-      .filter((k) => k.length > 0),
+    apiKeys: parseList(pick("apiKeys")),
     confidenceThreshold: num("confidenceThreshold"),
     defaultTargetDocuments: num("defaultTargetDocuments"),
     maxBodyBytes: num("maxBodyBytes"),
@@ -163,6 +223,16 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     restartWindowMs: num("restartWindowMs"),
     taskRetentionMs: num("taskRetentionMs"),
     historyRetentionMs: num("historyRetentionMs"),
+    webhookSecrets: parseList(pick("webhookSecrets")),
+    webhookAllowHttp: bool("webhookAllowHttp"),
+    webhookAllowedHosts: parseList(pick("webhookAllowedHosts")).map((host) => host.toLowerCase()),
+    webhookRetries: num("webhookRetries"),
+    webhookBackoffMs: num("webhookBackoffMs"),
+    webhookTimeoutMs: num("webhookTimeoutMs"),
+    webhookMaxRetryAfterMs: num("webhookMaxRetryAfterMs"),
+    webhookConcurrency: num("webhookConcurrency"),
+    supervisorMetricsPort: num("supervisorMetricsPort"),
+    backgroundRefreshEnabled: bool("backgroundRefreshEnabled"),
     ...overrides,
   };
   if (!Value.Check(ConfigSchema, candidate)) {

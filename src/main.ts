@@ -11,12 +11,17 @@ import { prepareDatabase } from "./db/migrate.ts";
 import { createKeyVerifier } from "./auth/apiKeys.ts";
 import { createApp } from "./api/app.ts";
 import { createLogger } from "./logger.ts";
+import { createMetrics, type Metrics } from "./metrics/registry.ts";
+import { storeSources } from "./metrics/sources.ts";
+import { queueKeys } from "./queue/keys.ts";
 
 export interface Runtime {
   config: Config;
   logger: Logger;
   database: Database;
   redis: Redis;
+  /** This process's metrics; served on /metrics by the API and by a standalone supervisor. */
+  metrics: Metrics;
   close(): Promise<void>;
 }
 
@@ -32,6 +37,12 @@ export async function openRuntime(config: Config, role: string): Promise<Runtime
     logger,
     database,
     redis,
+    // Scrape-time gauges any process can read (queues from Redis, overdue tasks from PostgreSQL);
+    // a supervisor started on this runtime adds its worker gauges.
+    metrics: createMetrics(
+      storeSources({ redis, keys: queueKeys(config.redisPrefix), database, cancelGraceMs: config.cancelGraceMs }),
+      { logger },
+    ),
     async close() {
       redis.disconnect();
       await database.close();
@@ -40,8 +51,8 @@ export async function openRuntime(config: Config, role: string): Promise<Runtime
 }
 
 export function serveApi(runtime: Runtime, isDraining: () => boolean) {
-  const { config, logger, database, redis } = runtime;
-  const app = createApp({ config, logger, database, redis, keys: createKeyVerifier(database.db, config.apiKeys), isDraining });
+  const { config, logger, database, redis, metrics } = runtime;
+  const app = createApp({ config, logger, database, redis, metrics, keys: createKeyVerifier(database.db, config.apiKeys), isDraining });
   // Bun's own limit is a backstop above ours, so our 413 (with the error shape) answers first.
   app.listen({ hostname: config.host, port: config.port, maxRequestBodySize: config.maxBodyBytes * 2 });
   logger.info({ host: config.host, port: app.server?.port }, "api listening; docs at /swagger");

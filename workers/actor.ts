@@ -15,6 +15,7 @@ import {
   assertNever,
   isSupervisorMessage,
   type CancelReason,
+  type ReleasedStatus,
   type SupervisorMessage,
   type WorkerMessage,
   type WorkerSettings,
@@ -39,7 +40,7 @@ interface Running {
 class Actor {
   private draining = false;
   private running: Running | null = null;
-  private readonly database: Database;
+  private database: Database;
   private readonly redis: Redis;
   private readonly blocking: Redis;
   private readonly keys: QueueKeys;
@@ -50,7 +51,7 @@ class Actor {
     private readonly settings: WorkerSettings,
     private readonly handler: TaskHandler,
   ) {
-    this.database = openDatabase(settings.databaseUrl, { max: 2, applicationName: `agentq-worker-${workerId}` });
+    this.database = this.openPool();
     this.redis = new Redis(settings.redisUrl, { maxRetriesPerRequest: null });
     this.blocking = new Redis(settings.redisUrl, { maxRetriesPerRequest: null });
     this.keys = queueKeys(settings.redisPrefix);
@@ -58,12 +59,30 @@ class Actor {
     for (const r of [this.redis, this.blocking]) r.on("error", () => {}); // reconnects by itself; failures surface in calls
   }
 
+  private openPool(): Database {
+    return openDatabase(this.settings.databaseUrl, { max: 2, applicationName: `agentq-worker-${this.workerId}` });
+  }
+
+  /**
+   * After a lost database connection the pool is replaced before its next use.
+   * postgres.js 3.4.9 can leave the connection whose backend died unable to send
+   * anything again (teardown cancels its pending write without clearing it), so the
+   * next statement on it waits for connect_timeout (30 s), and a statement issued
+   * while it was closing may never settle; meanwhile the supervisor keeps renewing
+   * the lease, so the task would sit `running`. A fresh pool has no such state.
+   */
+  private replacePool() {
+    const old = this.database;
+    this.database = this.openPool();
+    void old.sql.end({ timeout: 0 }).catch(() => {});
+  }
+
   send(message: WorkerMessage) {
     self.postMessage(message);
   }
 
   log(level: "debug" | "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>) {
-    this.send({ type: "log", level, msg, fields: { workerId: this.workerId, ...fields } });
+    this.send({ type: "log", level, msg, fields: { worker_id: this.workerId, ...fields } });
   }
 
   handle(message: SupervisorMessage) {
@@ -101,8 +120,9 @@ class Actor {
       } catch (error) {
         // Bookkeeping failed (PostgreSQL unreachable, say). The task is no longer
         // ours to manage: its lease lapses and the reconciler retries it.
-        this.log("error", "task bookkeeping failed; releasing the task", { taskId: next.taskId, err: String(error) });
-        this.send({ type: "released", taskId: next.taskId });
+        this.log("error", "task bookkeeping failed; releasing the task", { task_id: next.taskId, err: String(error) });
+        if (isTransientDbError(error)) this.replacePool();
+        this.send({ type: "released", taskId: next.taskId, status: "unchanged", reason: "bookkeeping_failed" });
         this.running = null;
         await Bun.sleep(250);
       }
@@ -116,7 +136,16 @@ class Actor {
     if (!claim) return; // cancelled, or someone else has it: nothing to do
     const controller = new AbortController();
     this.running = { taskId, leaseToken: claim.leaseToken, controller };
-    this.send({ type: "started", taskId, leaseToken: claim.leaseToken, attempt: claim.attempt, timeoutMs: claim.timeoutMs });
+    this.send({
+      type: "started",
+      taskId,
+      agentId: claim.agentId,
+      priority: claim.priority,
+      leaseToken: claim.leaseToken,
+      attempt: claim.attempt,
+      timeoutMs: claim.timeoutMs,
+      waitMs: claim.waitMs,
+    });
     const started = performance.now();
     let lastPercent = 0;
     let lastProgressWrite = started;
@@ -161,7 +190,7 @@ class Actor {
         .exec()
         .catch(() => {});
     } else if (outcome === "cancelled") this.send({ type: "cancelled", taskId });
-    else this.send({ type: "released", taskId });
+    else this.send({ type: "released", taskId, status: "unchanged", reason: "lease_lost" });
   }
 
   private async finishAfterError(taskId: string, leaseToken: string, signal: AbortSignal, error: unknown) {
@@ -169,18 +198,19 @@ class Actor {
     if (signal.aborted) {
       const reason = signal.reason as CancelReason;
       switch (reason) {
+        // Each message says what this actor's fenced UPDATE wrote; nothing written (lease lost) is `released`.
         case "cancelled":
-          await endTask(db, taskId, leaseToken, "cancelled", null);
-          this.send({ type: "cancelled", taskId });
+          if (await endTask(db, taskId, leaseToken, "cancelled", null)) this.send({ type: "cancelled", taskId });
+          else this.send({ type: "released", taskId, status: "unchanged", reason: "lease_lost" });
           return;
         case "timeout":
-          await endTask(db, taskId, leaseToken, "timeout", "task exceeded its time limit");
-          this.send({ type: "timed_out", taskId });
+          if (await endTask(db, taskId, leaseToken, "timeout", "task exceeded its time limit")) this.send({ type: "timed_out", taskId });
+          else this.send({ type: "released", taskId, status: "unchanged", reason: "lease_lost" });
           return;
         case "shutdown": {
           const back = await requeueTask(db, taskId, leaseToken, "handed back on shutdown", true);
           if (back?.status === "pending") await this.dispatcher.dispatch([{ taskId, priority: back.priority, score: Date.parse(back.created_at) }]);
-          this.send({ type: "released", taskId });
+          this.send({ type: "released", taskId, status: releasedStatus(back), reason: back ? "shutdown" : "lease_lost" });
           return;
         }
         default:
@@ -190,13 +220,14 @@ class Actor {
     const message = error instanceof Error ? error.message : String(error);
     if (isTransientDbError(error)) {
       // The database went away under the task: not the task's fault, so it is retried.
-      const back = await requeueTask(db, taskId, leaseToken, `database connection lost: ${message}`.slice(0, 2000));
+      this.replacePool();
+      const back = await requeueTask(this.database.db, taskId, leaseToken, `database connection lost: ${message}`.slice(0, 2000));
       if (back?.status === "pending") await this.dispatcher.dispatch([{ taskId, priority: back.priority, score: Date.parse(back.created_at) }]);
-      this.send({ type: "released", taskId });
+      this.send({ type: "released", taskId, status: releasedStatus(back), reason: back ? "connection_lost" : "lease_lost" });
       return;
     }
-    await endTask(db, taskId, leaseToken, "failed", message.slice(0, 2000));
-    this.send({ type: "failed", taskId, error: message.slice(0, 2000) });
+    if (await endTask(db, taskId, leaseToken, "failed", message.slice(0, 2000))) this.send({ type: "failed", taskId, error: message.slice(0, 2000) });
+    else this.send({ type: "released", taskId, status: "unchanged", reason: "lease_lost" });
   }
 
   async close() {
@@ -204,6 +235,12 @@ class Actor {
     this.blocking.disconnect();
     await this.database.close();
   }
+}
+
+/** What a requeue wrote, for the `released` message (null: the lease was lost, nothing written). */
+function releasedStatus(back: { status: string } | null): ReleasedStatus {
+  if (!back) return "unchanged";
+  return back.status === "failed" || back.status === "cancelled" ? back.status : "pending";
 }
 
 /** Entry for a worker script: wires the thread's messages to an actor running `handler`. */

@@ -13,6 +13,8 @@ import { taxonomyRoutes } from "./taxonomies/index.ts";
 import { documentRoutes } from "./documents/index.ts";
 import { agentRoutes } from "./agents/index.ts";
 import { taskRoutes } from "./tasks/index.ts";
+import { createMetrics } from "../metrics/registry.ts";
+import { httpTelemetry } from "../metrics/http.ts";
 
 export const API_PREFIX = "/api/v1";
 
@@ -58,7 +60,8 @@ function documentJsonBodies(routes: () => readonly RouteEntry[]) {
 const OPENAPI_PATH = "/swagger";
 const OPENAPI_SPEC_PATH = `${OPENAPI_PATH}/json`;
 
-export function createApp(deps: AppDeps) {
+export function createApp(appDeps: AppDeps) {
+  const deps = { ...appDeps, metrics: appDeps.metrics ?? createMetrics({}, { processMetrics: false }) };
   const api = new Elysia({ prefix: API_PREFIX })
     .use(taxonomyRoutes(deps))
     .use(documentRoutes(deps))
@@ -66,7 +69,11 @@ export function createApp(deps: AppDeps) {
     .use(taskRoutes(deps));
 
   const root = new Elysia({ name: "agentq", normalize: false });
+  // Request ids, request logs and HTTP metrics (by route template): src/metrics/http.ts.
+  const http = httpTelemetry(deps.metrics, deps.logger, () => root.routes);
   return root
+    .onRequest(http.onRequest)
+    .onAfterResponse({ as: "global" }, http.onAfterResponse)
     .onAfterHandle(documentJsonBodies(() => root.routes))
     .use(
       openapi({
@@ -88,7 +95,8 @@ export function createApp(deps: AppDeps) {
     .error({ AppError })
     .onError({ as: "global" }, ({ code, error, set, request }) => {
       const mapped = toErrorResponse(code, error);
-      if (mapped.internal) deps.logger.error({ err: error, method: request.method, url: request.url }, "request failed");
+      if (mapped.internal)
+        deps.logger.error({ err: error, method: request.method, url: request.url, request_id: http.requestId(request) }, "request failed");
       set.status = mapped.status;
       set.headers["content-type"] = "application/json";
       return mapped.body;

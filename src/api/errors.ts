@@ -26,6 +26,8 @@ export const STATUS_OF: Record<ErrorCode, number> = {
   malformed_json: 400,
   unknown_taxonomy_node: 400,
   too_many_documents: 400,
+  unsafe_webhook_url: 400,
+  webhooks_not_configured: 400,
   unauthorized: 401,
   not_found: 404,
   conflict: 409,
@@ -33,6 +35,7 @@ export const STATUS_OF: Record<ErrorCode, number> = {
   unsupported_media_type: 415,
   taxonomy_cycle: 422,
   dependency_unavailable: 503,
+  background_refresh_disabled: 503,
 };
 
 export interface ErrorResponse {

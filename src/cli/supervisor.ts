@@ -2,6 +2,7 @@
 import { loadConfig } from "../config.ts";
 import { openRuntime } from "../main.ts";
 import { startEngine } from "../supervisor/engine.ts";
+import { serveMetrics } from "../metrics/server.ts";
 import { flagValue } from "./args.ts";
 import { onShutdown, runCli } from "./run.ts";
 
@@ -16,8 +17,11 @@ await runCli(async () => {
       process.exit(70);
     },
   });
+  // GET /metrics and /healthz on AGENTQ_SUPERVISOR_METRICS_PORT (the API serves them in `bun run start`).
+  const metricsServer = serveMetrics({ metrics: runtime.metrics, hostname: config.host, port: config.supervisorMetricsPort, logger: runtime.logger });
   onShutdown(runtime.logger, async () => {
     await engine.stop();
+    await metricsServer.stop();
     await runtime.close();
   });
 });

@@ -13,7 +13,10 @@ export type ErrorCode =
   | "unknown_taxonomy_node"
   | "taxonomy_cycle"
   | "too_many_documents"
-  | "dependency_unavailable";
+  | "dependency_unavailable"
+  | "unsafe_webhook_url"
+  | "webhooks_not_configured"
+  | "background_refresh_disabled";
 
 export class AppError extends Error {
   constructor(

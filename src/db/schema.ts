@@ -293,6 +293,46 @@ export const webhookDeliveries = pgTable(
   ],
 );
 
+/**
+ * The webhook outbox: one row per task that ended with a webhook_url, written
+ * by a trigger in the transaction that ends the task (drizzle/0004), so no
+ * terminal status can be lost between the task ending and its delivery.
+ * Senders claim due rows with a time-limited lock; `webhook_id` is the
+ * Standard Webhooks message id, the same for every attempt.
+ */
+export const webhookOutbox = pgTable(
+  "webhook_outbox",
+  {
+    taskId: text("task_id")
+      .primaryKey()
+      .references(() => backgroundTasks.taskId, { onDelete: "cascade" }),
+    webhookId: text("webhook_id").notNull(),
+    url: text("url").notNull(),
+    payload: jsonb("payload").notNull(),
+    status: text("status").notNull().default("pending"),
+    attempts: integer("attempts").notNull().default(0),
+    /** Attempts since the delivery was (re)started: its retry budget is counted on these. */
+    roundAttempts: integer("round_attempts").notNull().default(0),
+    nextAttemptAt: tstz("next_attempt_at").notNull().defaultNow(),
+    lockedBy: text("locked_by"),
+    lockedUntil: tstz("locked_until"),
+    lastStatusCode: integer("last_status_code"),
+    lastError: text("last_error"),
+    createdAt: tstz("created_at").notNull().defaultNow(),
+    updatedAt: tstz("updated_at").notNull().defaultNow(),
+    deliveredAt: tstz("delivered_at"),
+  },
+  (t) => [
+    unique("webhook_outbox_webhook_id_key").on(t.webhookId),
+    // Senders look only at deliveries still to make, by due time.
+    index("webhook_outbox_due_idx")
+      .on(t.nextAttemptAt)
+      .where(sql`${t.status} = 'pending'`),
+    check("webhook_outbox_status_values", sql`${t.status} in ('pending', 'delivered', 'dead')`),
+    check("webhook_outbox_attempts_nonnegative", sql`${t.attempts} >= 0 and ${t.roundAttempts} >= 0`),
+  ],
+);
+
 export const apiKeys = pgTable(
   "api_keys",
   {

@@ -90,6 +90,9 @@ export interface Claim {
   leaseToken: string;
   attempt: number;
   timeoutMs: number;
+  priority: Priority;
+  /** Enqueue (created_at) to this start (started_at), in ms; for metrics and logs. */
+  waitMs: number;
   /** The agent's scope, read in the same statement so the task needs no second lookup. */
   agent: { agent_id: string; taxonomy_node_ids: string[]; taxonomy_version: string };
 }
@@ -102,6 +105,8 @@ export async function claimTask(db: DbOrTx, taskId: string, owner: string, lease
     lease_token: string;
     attempt: number;
     timeout_ms: number;
+    priority: Priority;
+    wait_ms: number;
     taxonomy_node_ids: string[];
     taxonomy_version: string;
   }>(
@@ -113,7 +118,8 @@ export async function claimTask(db: DbOrTx, taskId: string, owner: string, lease
         progress_percentage = 0, queue_position = null, updated_at = now()
     from agents a
     where t.task_id = ${taskId} and t.status = 'pending' and not t.cancellation_requested and a.agent_id = t.agent_id
-    returning t.task_id, t.agent_id, t.lease_token, t.attempt, t.timeout_ms, a.taxonomy_node_ids, a.taxonomy_version`,
+    returning t.task_id, t.agent_id, t.lease_token, t.attempt, t.timeout_ms, t.priority,
+      (extract(epoch from now() - t.created_at) * 1000)::float8 as wait_ms, a.taxonomy_node_ids, a.taxonomy_version`,
   );
   const r = rows[0];
   return r
@@ -123,6 +129,8 @@ export async function claimTask(db: DbOrTx, taskId: string, owner: string, lease
         leaseToken: r.lease_token,
         attempt: r.attempt,
         timeoutMs: r.timeout_ms,
+        priority: r.priority,
+        waitMs: Number(r.wait_ms),
         agent: { agent_id: r.agent_id, taxonomy_node_ids: r.taxonomy_node_ids, taxonomy_version: r.taxonomy_version },
       }
     : null;
@@ -199,9 +207,12 @@ export async function endTask(
 
 export interface Redispatch {
   task_id: string;
+  agent_id: string;
   priority: Priority;
   created_at: string;
   status: TaskStatus;
+  /** Claims so far (after a requeue: the attempt that was lost). */
+  attempt: number;
 }
 
 /**
@@ -228,7 +239,7 @@ export async function requeueTask(
         dedupe = false, lease_token = null, lease_owner = null, lease_expires_at = null, started_at = null,
         progress_percentage = 0, updated_at = now()
     where task_id = ${taskId} and status = 'running' and lease_token = ${leaseToken}
-    returning task_id, priority, created_at, status`);
+    returning task_id, agent_id, priority, created_at, status, attempt`);
   return rows[0] ? { ...(rows[0] as unknown as Redispatch), created_at: toIso(rows[0].created_at as string) } : null;
 }
 
@@ -248,7 +259,7 @@ export async function requeueExpiredLeases(db: DbOrTx, limit = 500): Promise<Red
           where status = 'running' and lease_expires_at < now()
           order by lease_expires_at limit ${limit} for update skip locked) expired
     where t.task_id = expired.task_id
-    returning t.task_id, t.priority, t.created_at, t.status`);
+    returning t.task_id, t.agent_id, t.priority, t.created_at, t.status, t.attempt`);
   return rows.map((r) => ({ ...(r as unknown as Redispatch), created_at: toIso(r.created_at as string) }));
 }
 
@@ -272,7 +283,7 @@ export async function renewLeases(
 /** Pending tasks not touched for `olderThanMs`: candidates for re-dispatch if Redis lost them. */
 export async function stalePendingTasks(db: DbOrTx, olderThanMs: number, limit = 1000): Promise<Redispatch[]> {
   const rows = await db.execute<RawTask>(sql`
-    select task_id, priority, created_at, status from background_tasks
+    select task_id, agent_id, priority, created_at, status, attempt from background_tasks
     where status = 'pending' and updated_at < now() - ${olderThanMs} * interval '1 millisecond'
     order by created_at limit ${limit}`);
   return rows.map((r) => ({ ...(r as unknown as Redispatch), created_at: toIso(r.created_at as string) }));
@@ -282,6 +293,7 @@ export interface CancelOutcome {
   previous: TaskStatus;
   status: TaskStatus;
   priority: Priority;
+  agent_id: string;
 }
 
 /**
@@ -291,7 +303,7 @@ export interface CancelOutcome {
  * and its actor told by pub/sub; a terminal one is left unchanged.
  */
 export async function requestCancel(db: DbOrTx, taskId: string): Promise<CancelOutcome | null> {
-  const rows = await db.execute<{ previous: TaskStatus; status: TaskStatus; priority: Priority }>(sql`
+  const rows = await db.execute<{ previous: TaskStatus; status: TaskStatus; priority: Priority; agent_id: string }>(sql`
     with prev as (select task_id, status from background_tasks where task_id = ${taskId} for update)
     update background_tasks t
     set cancellation_requested = case when prev.status in ('pending', 'running') then true else t.cancellation_requested end,
@@ -299,7 +311,7 @@ export async function requestCancel(db: DbOrTx, taskId: string): Promise<CancelO
         completed_at = case when prev.status = 'pending' then now() else t.completed_at end,
         updated_at = case when prev.status in ('pending', 'running') then now() else t.updated_at end
     from prev where t.task_id = prev.task_id
-    returning prev.status as previous, t.status, t.priority`);
+    returning prev.status as previous, t.status, t.priority, t.agent_id`);
   return rows[0] ?? null;
 }
 

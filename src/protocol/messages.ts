@@ -3,6 +3,7 @@
  * `type`, carrying ids not payloads; every switch over them is exhaustive
  * (see `assertNever`). Runtime guards check what arrives over postMessage.
  */
+import { PRIORITIES, type Priority } from "../core/tasks.ts";
 
 /** What a worker needs to run; handed over in `init`, never read from the environment. */
 export interface WorkerSettings {
@@ -18,6 +19,17 @@ export interface WorkerSettings {
 
 export type CancelReason = "cancelled" | "timeout" | "shutdown";
 
+/** What a `released` task became: what the actor's requeue wrote, or `unchanged` (nothing written). */
+export const RELEASED_STATUSES = ["pending", "failed", "cancelled", "unchanged"] as const;
+export type ReleasedStatus = (typeof RELEASED_STATUSES)[number];
+/**
+ * Why an actor let a task go: handed back on shutdown; the database connection died under the
+ * task (requeued); its lease was taken over (nothing written); its bookkeeping failed (nothing
+ * written; the lease lapses and the reconciler retries it).
+ */
+export const RELEASE_REASONS = ["shutdown", "connection_lost", "lease_lost", "bookkeeping_failed"] as const;
+export type ReleaseReason = (typeof RELEASE_REASONS)[number];
+
 export type SupervisorMessage =
   | { type: "init"; workerId: string; settings: WorkerSettings }
   | { type: "cancel"; taskId: string; reason: CancelReason }
@@ -25,14 +37,16 @@ export type SupervisorMessage =
 
 export type WorkerMessage =
   | { type: "ready"; workerId: string }
-  | { type: "started"; taskId: string; leaseToken: string; attempt: number; timeoutMs: number }
+  /** Claimed. `waitMs` is enqueue to start (PostgreSQL's clock); agentId and priority are for metrics and logs. */
+  | { type: "started"; taskId: string; agentId: string; priority: Priority; leaseToken: string; attempt: number; timeoutMs: number; waitMs: number }
   | { type: "progress"; taskId: string; percent: number }
   | { type: "completed"; taskId: string; durationMs: number }
+  /** `failed`, `cancelled` and `timed_out` are sent only when the actor's fenced UPDATE wrote that status. */
   | { type: "failed"; taskId: string; error: string }
   | { type: "cancelled"; taskId: string }
   | { type: "timed_out"; taskId: string }
-  /** Handed back unfinished (shutdown) or lost its lease: no longer this worker's. */
-  | { type: "released"; taskId: string }
+  /** No longer this worker's, unfinished: `status` is what the actor wrote (if anything), `reason` why. */
+  | { type: "released"; taskId: string; status: ReleasedStatus; reason: ReleaseReason }
   | { type: "drained" }
   | { type: "log"; level: "debug" | "info" | "warn" | "error"; msg: string; fields?: Record<string, unknown> };
 
@@ -43,6 +57,7 @@ export function assertNever(value: never): never {
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null;
 const str = (v: unknown) => typeof v === "string";
 const num = (v: unknown) => typeof v === "number" && Number.isFinite(v);
+const oneOf = (values: readonly string[], v: unknown) => typeof v === "string" && values.includes(v);
 
 export function isWorkerMessage(v: unknown): v is WorkerMessage {
   if (!isObject(v) || !str(v.type)) return false;
@@ -50,7 +65,15 @@ export function isWorkerMessage(v: unknown): v is WorkerMessage {
     case "ready":
       return str(v.workerId);
     case "started":
-      return str(v.taskId) && str(v.leaseToken) && num(v.attempt) && num(v.timeoutMs);
+      return (
+        str(v.taskId) &&
+        str(v.agentId) &&
+        oneOf(PRIORITIES, v.priority) &&
+        str(v.leaseToken) &&
+        num(v.attempt) &&
+        num(v.timeoutMs) &&
+        num(v.waitMs)
+      );
     case "progress":
       return str(v.taskId) && num(v.percent);
     case "completed":
@@ -59,8 +82,9 @@ export function isWorkerMessage(v: unknown): v is WorkerMessage {
       return str(v.taskId) && str(v.error);
     case "cancelled":
     case "timed_out":
-    case "released":
       return str(v.taskId);
+    case "released":
+      return str(v.taskId) && oneOf(RELEASED_STATUSES, v.status) && oneOf(RELEASE_REASONS, v.reason);
     case "drained":
       return true;
     case "log":

@@ -14,6 +14,8 @@ import type { Database } from "../db/client.ts";
 import { deleteExpired, requeueExpiredLeases, stalePendingTasks, type Redispatch } from "../db/tasks.ts";
 import type { Dispatcher } from "../queue/dispatch.ts";
 import type { Config } from "../config.ts";
+import { createMetrics, type Metrics } from "../metrics/registry.ts";
+import { TaskTelemetry } from "../metrics/taskEvents.ts";
 
 const RETENTION_LOCK_KEY = 7_264_110_232;
 const RETENTION_EVERY_MS = 3600_000;
@@ -29,11 +31,14 @@ export class Reconciler {
   private running: Promise<void> | null = null;
   private lastRetention = 0;
   private stopped = true;
+  private readonly telemetry: TaskTelemetry;
 
   constructor(
-    private readonly deps: { config: Config; database: Database; dispatcher: Dispatcher; logger: Logger },
+    private readonly deps: { config: Config; database: Database; dispatcher: Dispatcher; logger: Logger; metrics?: Metrics },
     private readonly onReport?: (report: ReconcileReport) => void,
-  ) {}
+  ) {
+    this.telemetry = new TaskTelemetry(deps.metrics ?? createMetrics({}, { processMetrics: false }), deps.logger);
+  }
 
   start() {
     this.stopped = false;
@@ -67,13 +72,27 @@ export class Reconciler {
   async reconcileOnce(): Promise<ReconcileReport> {
     const { database, dispatcher, config } = this.deps;
     const expired = await requeueExpiredLeases(database.db);
+    // Counted as soon as PostgreSQL has them: the transitions are made, whatever Redis does next.
+    this.recordExpired(expired);
     const back = expired.filter((t) => t.status === "pending");
     await dispatcher.dispatch(back.map(toDispatchable));
     const stale = await stalePendingTasks(database.db, config.stalePendingMs);
     const queued = await dispatcher.queuedAmong(stale.map((t) => ({ taskId: t.task_id, priority: t.priority })));
     const lost = stale.filter((_, i) => !queued[i]);
     await dispatcher.dispatch(lost.map(toDispatchable));
+    for (const t of lost) this.telemetry.redispatched(ref(t));
     return { requeued: back.length, failed: expired.length - back.length, redispatched: lost.length };
+  }
+
+  /** Leases that lapsed: back to pending (recovered), or ended failed / cancelled. */
+  private recordExpired(expired: readonly Redispatch[]) {
+    this.telemetry.leaseExpired(expired.length);
+    for (const t of expired) {
+      if (t.status === "pending") this.telemetry.retried({ ...ref(t), reason: "lease_expired" });
+      else if (t.status === "failed")
+        this.telemetry.finished({ ...ref(t), outcome: "failed", error: "gave up after attempts: lease expired (owner died)" });
+      else if (t.status === "cancelled") this.telemetry.finished({ ...ref(t), outcome: "cancelled", reason: "lease_expired" }, "running");
+    }
   }
 
   /** Runs retention if no other process is running it right now. */
@@ -94,5 +113,7 @@ export class Reconciler {
     await this.running;
   }
 }
+
+const ref = (t: Redispatch) => ({ task_id: t.task_id, agent_id: t.agent_id, attempt: t.attempt, priority: t.priority });
 
 const toDispatchable = (t: Redispatch) => ({ taskId: t.task_id, priority: t.priority, score: Date.parse(t.created_at) });

@@ -28,6 +28,9 @@ import {
 } from "../protocol/messages.ts";
 import { RestartBudget } from "./restartPolicy.ts";
 import type { Config } from "../config.ts";
+import type { Priority } from "../core/tasks.ts";
+import { createMetrics, type Metrics, type MetricSources } from "../metrics/registry.ts";
+import { TaskTelemetry } from "../metrics/taskEvents.ts";
 
 export const DEFAULT_WORKER_URL = new URL("../../workers/main.ts", import.meta.url).href;
 
@@ -48,12 +51,19 @@ export interface SupervisorOptions {
   readyTimeoutMs?: number;
   spawnStaggerMs?: number;
   popTimeoutSeconds?: number;
+  /** This process's metrics (the supervisor plugs its worker gauges in); a private registry if absent. */
+  metrics?: Metrics;
 }
 
 interface RunningTask {
   taskId: string;
+  agentId: string;
+  attempt: number;
+  priority: Priority;
   leaseToken: string;
   startedAt: number;
+  /** Busy time up to here is already in agentq_worker_busy_seconds_total. */
+  busyAccruedAt: number;
   timeoutTimer: ReturnType<typeof setTimeout>;
   /** Set once the supervisor has asked the task to stop. */
   stopping?: CancelReason;
@@ -90,9 +100,15 @@ export class Supervisor {
   private stopped = false;
   private spawnSeq = 0;
   private readonly listeners = new Set<(event: SupervisorEvent) => void>();
+  readonly metrics: Metrics;
+  private readonly telemetry: TaskTelemetry;
+  private readonly metricSources: MetricSources;
 
   constructor(private readonly options: SupervisorOptions) {
     const c = options.config;
+    this.metrics = options.metrics ?? createMetrics({}, { processMetrics: false });
+    this.telemetry = new TaskTelemetry(this.metrics, options.logger);
+    this.metricSources = { workers: () => this.workerCounts(), accrueBusySeconds: () => this.accrueBusy() };
     this.id = options.id ?? `sup-${process.pid}-${randomBytes(3).toString("hex")}`;
     this.slots = Array.from({ length: options.workers }, () => null);
     this.keys = queueKeys(c.redisPrefix);
@@ -125,6 +141,7 @@ export class Supervisor {
       if (channel === this.keys.cancelChannel) this.relayCancel(taskId);
     });
     await subscriber.subscribe(this.keys.cancelChannel);
+    Object.assign(this.metrics.sources, this.metricSources);
     for (let i = 0; i < this.slots.length; i++) {
       await this.spawn(i);
       if (this.options.spawnStaggerMs) await Bun.sleep(this.options.spawnStaggerMs);
@@ -139,6 +156,22 @@ export class Supervisor {
   stats() {
     const live = this.slots.filter((s): s is Slot => s !== null && s.ready);
     return { workers: live.length, busy: live.filter((s) => s.task !== null).length };
+  }
+
+  /** For the worker gauges: live threads (ready ones) and those running a task. */
+  private workerCounts() {
+    const { workers, busy } = this.stats();
+    return { total: workers, busy };
+  }
+
+  /** Adds the time each busy thread ran since the last call to agentq_worker_busy_seconds_total. */
+  private accrueBusy(slot?: Slot) {
+    const now = performance.now();
+    for (const s of slot ? [slot] : this.slots) {
+      if (!s?.task) continue;
+      this.metrics.workerBusySeconds.inc(Math.max(0, now - s.task.busyAccruedAt) / 1000);
+      s.task.busyAccruedAt = now;
+    }
   }
 
   /** The task each busy slot runs (tests use it to pick a victim). */
@@ -169,7 +202,7 @@ export class Supervisor {
       worker.addEventListener("message", (event: MessageEvent) => {
         const message: unknown = event.data;
         if (!isWorkerMessage(message)) {
-          this.options.logger.warn({ worker: id }, "ignoring malformed worker message");
+          this.options.logger.warn({ worker_id: id }, "ignoring malformed worker message");
           return;
         }
         if (message.type === "ready") {
@@ -187,7 +220,7 @@ export class Supervisor {
         void this.onClose(slot, code).finally(() => resolveClosed(code));
       });
       worker.addEventListener("error", (event: Event) => {
-        this.options.logger.error({ worker: id, err: (event as ErrorEvent).message }, "worker thread error");
+        this.options.logger.error({ worker_id: id, err: (event as ErrorEvent).message }, "worker thread error");
       });
     });
     this.post(slot, { type: "init", workerId: id, settings: this.settings });
@@ -206,8 +239,25 @@ export class Supervisor {
         return;
       case "started": {
         const timeoutTimer = setTimeout(() => this.stopTask(slot, message.taskId, "timeout"), message.timeoutMs);
-        slot.task = { taskId: message.taskId, leaseToken: message.leaseToken, startedAt: performance.now(), timeoutTimer };
-        logger.info({ taskId: message.taskId, worker: slot.id, attempt: message.attempt }, "task started");
+        const now = performance.now();
+        slot.task = {
+          taskId: message.taskId,
+          agentId: message.agentId,
+          attempt: message.attempt,
+          priority: message.priority,
+          leaseToken: message.leaseToken,
+          startedAt: now,
+          busyAccruedAt: now,
+          timeoutTimer,
+        };
+        this.telemetry.started({
+          task_id: message.taskId,
+          agent_id: message.agentId,
+          worker_id: slot.id,
+          attempt: message.attempt,
+          priority: message.priority,
+          wait_ms: Math.round(message.waitMs),
+        });
         this.emit({ type: "task_started", taskId: message.taskId, workerId: slot.id });
         return;
       }
@@ -219,13 +269,16 @@ export class Supervisor {
       case "cancelled":
       case "timed_out":
       case "released": {
-        const task = slot.task;
-        if (task?.taskId === message.taskId) this.clearTask(slot);
-        const durationMs = task ? Math.round(performance.now() - task.startedAt) : undefined;
-        logger.info(
-          { taskId: message.taskId, worker: slot.id, outcome: message.type, durationMs, ...(message.type === "failed" ? { error: message.error } : {}) },
-          "task finished",
-        );
+        const task = slot.task?.taskId === message.taskId ? slot.task : null;
+        if (task) this.clearTask(slot);
+        this.recordEnd(message, {
+          task_id: message.taskId,
+          agent_id: task?.agentId,
+          worker_id: slot.id,
+          attempt: task?.attempt,
+          priority: task?.priority,
+          duration_ms: task ? Math.round(performance.now() - task.startedAt) : undefined,
+        });
         this.emit({ type: "task_finished", taskId: message.taskId, outcome: message.type, workerId: slot.id });
         return;
       }
@@ -234,15 +287,49 @@ export class Supervisor {
         this.emit({ type: "worker_drained", workerId: slot.id });
         return;
       case "log":
-        logger[message.level]({ worker: slot.id, ...message.fields }, message.msg);
+        logger[message.level]({ worker_id: slot.id, ...message.fields }, message.msg);
         return;
       default:
         assertNever(message);
     }
   }
 
+  /** Counts and logs how a task left an actor: exactly what the actor's fenced UPDATE wrote. */
+  private recordEnd(
+    message: Extract<WorkerMessage, { type: "completed" | "failed" | "cancelled" | "timed_out" | "released" }>,
+    ref: { task_id: string; agent_id?: string; worker_id: string; attempt?: number; priority?: Priority; duration_ms?: number },
+  ) {
+    const t = this.telemetry;
+    switch (message.type) {
+      case "completed":
+        return t.finished({ ...ref, outcome: "completed" });
+      case "failed":
+        return t.finished({ ...ref, outcome: "failed", error: message.error });
+      case "cancelled":
+        return t.finished({ ...ref, outcome: "cancelled" }, "running");
+      case "timed_out":
+        return t.finished({ ...ref, outcome: "timeout" });
+      case "released":
+        switch (message.status) {
+          case "pending":
+            return message.reason === "shutdown" ? t.handedBack(ref) : t.retried({ ...ref, reason: "connection_lost" });
+          case "failed":
+            return t.finished({ ...ref, outcome: "failed", reason: message.reason });
+          case "cancelled":
+            return t.finished({ ...ref, outcome: "cancelled", reason: message.reason }, "running");
+          case "unchanged":
+            return t.released({ ...ref, reason: message.reason });
+          default:
+            return assertNever(message.status);
+        }
+      default:
+        return assertNever(message);
+    }
+  }
+
   private clearTask(slot: Slot) {
     if (!slot.task) return;
+    this.accrueBusy(slot);
     clearTimeout(slot.task.timeoutTimer);
     clearTimeout(slot.task.graceTimer);
     slot.task = null;
@@ -256,7 +343,7 @@ export class Supervisor {
     this.post(slot, { type: "cancel", taskId, reason });
     task.graceTimer = setTimeout(() => {
       if (slot.task?.taskId !== taskId) return;
-      this.options.logger.warn({ taskId, worker: slot.id, reason }, "actor ignored the stop request; terminating its thread");
+      this.options.logger.warn({ task_id: taskId, worker_id: slot.id, reason }, "actor ignored the stop request; terminating its thread");
       slot.retiring = true;
       slot.worker.terminate();
     }, this.options.config.cancelGraceMs);
@@ -273,16 +360,16 @@ export class Supervisor {
     if (this.slots[slot.index] === slot) this.slots[slot.index] = null;
     if (task) {
       try {
-        await this.settleOrphan(task, slot.retiring ? undefined : `worker thread crashed (exit code ${code})`);
+        await this.settleOrphan(task, slot.id, slot.retiring ? undefined : `worker thread crashed (exit code ${code})`);
       } catch (error) {
         // PostgreSQL unreachable: the lease lapses and the reconciler retries the task.
-        logger.error({ taskId: task.taskId, err: error }, "could not settle the task of a dead thread");
+        logger.error({ task_id: task.taskId, worker_id: slot.id, err: error }, "could not settle the task of a dead thread");
       }
     }
     if (this.stopped || (this.draining && !task)) return;
     const crashed = !slot.retiring;
     if (crashed) {
-      logger.error({ worker: slot.id, code, taskId: task?.taskId }, "worker thread died");
+      logger.error({ worker_id: slot.id, code, task_id: task?.taskId }, "worker thread died");
       this.emit({ type: "worker_crashed", workerId: slot.id, code });
       if (!this.budget.allow(Date.now())) {
         const error = new Error(
@@ -296,6 +383,7 @@ export class Supervisor {
     if (this.draining) return;
     try {
       await this.spawn(slot.index);
+      this.metrics.workerRestarts.inc({ reason: crashed ? "crash" : "unresponsive" });
       this.emit({ type: "worker_replaced", workerId: slot.id });
     } catch (error) {
       logger.error({ err: error }, "could not replace a worker thread");
@@ -307,11 +395,21 @@ export class Supervisor {
    * timeout, the task ends with that status; if it crashed (or was handed back
    * on shutdown) it goes back to the queue, or fails after its last attempt.
    */
-  private async settleOrphan(task: RunningTask, crashReason: string | undefined) {
+  private async settleOrphan(task: RunningTask, workerId: string, crashReason: string | undefined) {
     const db = this.options.database.db;
+    const ref = {
+      task_id: task.taskId,
+      agent_id: task.agentId,
+      worker_id: workerId,
+      attempt: task.attempt,
+      priority: task.priority,
+      duration_ms: Math.round(performance.now() - task.startedAt),
+    };
     const status = task.stopping ? STATUS_FOR[task.stopping] : null;
     if (status) {
-      await endTask(db, task.taskId, task.leaseToken, status, status === "timeout" ? "task exceeded its time limit" : null);
+      const ended = await endTask(db, task.taskId, task.leaseToken, status, status === "timeout" ? "task exceeded its time limit" : null);
+      if (ended) this.telemetry.finished({ ...ref, outcome: status, reason: "thread terminated" }, "running");
+      else this.telemetry.released({ ...ref, reason: "lease_lost" });
       this.emit({ type: "task_finished", taskId: task.taskId, outcome: status === "timeout" ? "timed_out" : "cancelled", workerId: "supervisor" });
       return;
     }
@@ -319,6 +417,12 @@ export class Supervisor {
     const back = await requeueTask(db, task.taskId, task.leaseToken, crashReason ?? "handed back on shutdown", refund);
     if (back?.status === "pending")
       await this.dispatcher.dispatch([{ taskId: back.task_id, priority: back.priority, score: Date.parse(back.created_at) }]);
+    if (!back) this.telemetry.released({ ...ref, reason: "lease_lost" });
+    else if (back.status === "pending") {
+      if (refund) this.telemetry.handedBack(ref);
+      else this.telemetry.retried({ ...ref, reason: "thread_crash", error: crashReason });
+    } else if (back.status === "failed") this.telemetry.finished({ ...ref, outcome: "failed", error: `gave up after attempts: ${crashReason}` });
+    else if (back.status === "cancelled") this.telemetry.finished({ ...ref, outcome: "cancelled" }, "running");
   }
 
   private async renew() {
@@ -364,6 +468,12 @@ export class Supervisor {
       slot.worker.terminate();
     }
     await Promise.all(live().map((s) => s.closed));
+    // A stopped supervisor reports no worker gauges (unless another one has plugged its own in since).
+    const sources = this.metrics.sources;
+    if (sources.workers === this.metricSources.workers) {
+      sources.workers = undefined;
+      sources.accrueBusySeconds = undefined;
+    }
     await this.options.subscriber.unsubscribe(this.keys.cancelChannel).catch(() => {});
     await this.options.redis.hdel(this.keys.capacity, this.id).catch(() => {});
     logger.info({ supervisor: this.id }, "supervisor stopped");

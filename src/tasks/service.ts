@@ -8,9 +8,12 @@ import type { Config } from "../config.ts";
 import type { Database } from "../db/client.ts";
 import { getTask, insertTask, requestCancel, type TaskRecord } from "../db/tasks.ts";
 import { isTerminal, newTaskId, type Priority } from "../core/tasks.ts";
-import { notFound } from "../core/errors.ts";
+import { AppError, notFound } from "../core/errors.ts";
+import { checkWebhookUrl, UnsafeUrlError } from "../webhooks/urlSafety.ts";
 import { Dispatcher } from "../queue/dispatch.ts";
 import { queueKeys, type QueueKeys } from "../queue/keys.ts";
+import { createMetrics, type Metrics } from "../metrics/registry.ts";
+import { TaskTelemetry } from "../metrics/taskEvents.ts";
 
 export interface TaskView extends TaskRecord {
   queue_position: number | null;
@@ -30,12 +33,14 @@ const RUNTIME_SAMPLES = 20;
 export class TaskService {
   readonly dispatcher: Dispatcher;
   readonly keys: QueueKeys;
+  private readonly telemetry: TaskTelemetry;
 
   constructor(
-    private readonly deps: { config: Config; database: Database; redis: Redis; logger: Logger },
+    private readonly deps: { config: Config; database: Database; redis: Redis; logger: Logger; metrics?: Metrics },
   ) {
     this.keys = queueKeys(deps.config.redisPrefix);
     this.dispatcher = new Dispatcher(deps.redis, this.keys);
+    this.telemetry = new TaskTelemetry(deps.metrics ?? createMetrics({}, { processMetrics: false }), deps.logger);
   }
 
   /**
@@ -47,6 +52,13 @@ export class TaskService {
     options: { priority: Priority; webhookUrl: string | null; force: boolean },
   ): Promise<{ task: TaskView; created: boolean }> {
     const { database, config, logger } = this.deps;
+    // The feature flag: checked before anything is written.
+    if (!config.backgroundRefreshEnabled)
+      throw new AppError(
+        "background_refresh_disabled",
+        "background refreshes are turned off on this deployment (AGENTQ_BACKGROUND_REFRESH_ENABLED=false); background=false computes coverage now",
+      );
+    if (options.webhookUrl !== null) await this.checkWebhookUrl(options.webhookUrl);
     let inserted: Awaited<ReturnType<typeof insertTask>>;
     try {
       inserted = await insertTask(database.db, {
@@ -64,14 +76,29 @@ export class TaskService {
       throw error;
     }
     const { task, created } = inserted;
+    if (created) this.telemetry.enqueued({ task_id: task.task_id, agent_id: task.agent_id, priority: task.priority });
     // Issued together so they share one Redis round trip (the reads see the ZADD: same connection, in order).
     const dispatched = created
       ? this.dispatcher
           .dispatch([{ taskId: task.task_id, priority: task.priority, score: Date.parse(task.created_at) }])
-          .catch((error) => logger.warn({ taskId: task.task_id, err: error }, "dispatch failed; the reconciler will dispatch the task"))
+          .catch((error) => logger.warn({ task_id: task.task_id, err: error }, "dispatch failed; the reconciler will dispatch the task"))
       : Promise.resolve();
     const [view] = await Promise.all([this.decorate(task), dispatched]);
     return { task: view, created };
+  }
+
+  /** Request-time half of the SSRF guard (the sender checks again at delivery time). */
+  private async checkWebhookUrl(url: string) {
+    const { config } = this.deps;
+    if (config.webhookSecrets.length === 0)
+      throw new AppError("webhooks_not_configured", "webhooks are not enabled on this server (no AGENTQ_WEBHOOK_SECRETS configured)");
+    try {
+      await checkWebhookUrl(url, { allowHttp: config.webhookAllowHttp, allowedHosts: config.webhookAllowedHosts });
+    } catch (error) {
+      if (error instanceof UnsafeUrlError)
+        throw new AppError("unsafe_webhook_url", `webhook_url rejected: ${error.reason}`, { reason: error.reason });
+      throw error;
+    }
   }
 
   async view(taskId: string, agentId?: string): Promise<TaskView> {
@@ -84,6 +111,8 @@ export class TaskService {
   async cancel(taskId: string): Promise<boolean> {
     const outcome = await requestCancel(this.deps.database.db, taskId);
     if (!outcome) return false;
+    if (outcome.previous === "pending" && outcome.status === "cancelled")
+      this.telemetry.finished({ task_id: taskId, agent_id: outcome.agent_id, priority: outcome.priority, outcome: "cancelled" }, "pending");
     if (outcome.previous === "pending") await this.dispatcher.remove(taskId, outcome.priority);
     if (outcome.previous === "running") await this.deps.redis.publish(this.keys.cancelChannel, taskId);
     return true;
@@ -102,7 +131,7 @@ export class TaskService {
       ]);
     } catch (error) {
       // Redis unreachable: the task itself is known (PostgreSQL); only the estimates are not.
-      this.deps.logger.warn({ taskId: task.task_id, err: error }, "queue position unavailable");
+      this.deps.logger.warn({ task_id: task.task_id, err: error }, "queue position unavailable");
       return { ...task, queue_position: null, estimated_completion_at: null };
     }
     const now = Date.now();

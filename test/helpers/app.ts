@@ -9,13 +9,22 @@ import { openDatabase, type Database } from "../../src/db/client.ts";
 import { createKeyVerifier } from "../../src/auth/apiKeys.ts";
 import { createApp, API_PREFIX, type App } from "../../src/api/app.ts";
 import { createLogger } from "../../src/logger.ts";
+import { createMetrics, type Metrics } from "../../src/metrics/registry.ts";
+import { storeSources } from "../../src/metrics/sources.ts";
+import { queueKeys } from "../../src/queue/keys.ts";
+import type { Logger } from "pino";
 import { createTestDatabase, type TestDatabase } from "./db.ts";
 
 export const TEST_API_KEY = "test-key-0123456789abcdef";
+/** A Standard Webhooks secret for tests (base64 of 32 bytes). */
+export const TEST_WEBHOOK_SECRET = `whsec_${Buffer.from("agentq-test-webhook-secret-32byt").toString("base64")}`;
 export const TEST_REDIS_URL = process.env.AGENTQ_TEST_REDIS_URL ?? "redis://127.0.0.1:6379/0";
 
 export interface TestContext {
   app: App;
+  /** The registry the app serves on /metrics; engines started with startTestEngine report to it too. */
+  metrics: Metrics;
+  logger: Logger;
   config: Config;
   database: Database;
   redis: Redis;
@@ -42,7 +51,7 @@ export interface TestResponse {
   text: string;
 }
 
-export async function createTestContext(overrides: Partial<Config> = {}): Promise<TestContext> {
+export async function createTestContext(overrides: Partial<Config> = {}, options: { logger?: Logger } = {}): Promise<TestContext> {
   const testDb = await createTestDatabase();
   const config = loadConfig(
     {},
@@ -51,14 +60,19 @@ export async function createTestContext(overrides: Partial<Config> = {}): Promis
       redisUrl: TEST_REDIS_URL,
       redisPrefix: `agentq-test:${randomBytes(4).toString("hex")}`,
       apiKeys: [TEST_API_KEY],
+      webhookSecrets: [TEST_WEBHOOK_SECRET],
       logLevel: "silent",
       ...overrides,
     },
   );
   const database = openDatabase(config.databaseUrl, { max: 4, applicationName: "agentq-test" });
   const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 1, enableAutoPipelining: true });
-  const logger = createLogger(config.logLevel);
-  const app = createApp({ config, database, redis, logger, keys: createKeyVerifier(database.db, config.apiKeys) });
+  const logger = options.logger ?? createLogger(config.logLevel);
+  const metrics = createMetrics(
+    storeSources({ redis, keys: queueKeys(config.redisPrefix), database, cancelGraceMs: config.cancelGraceMs }),
+    { logger, processMetrics: false },
+  );
+  const app = createApp({ config, database, redis, logger, metrics, keys: createKeyVerifier(database.db, config.apiKeys) });
 
   async function request(method: string, path: string, options: RequestOptions = {}): Promise<TestResponse> {
     const url = path.startsWith("/") ? `http://localhost${path}` : `http://localhost${API_PREFIX}/${path}`;
@@ -81,6 +95,8 @@ export async function createTestContext(overrides: Partial<Config> = {}): Promis
 
   return {
     app,
+    metrics,
+    logger,
     config,
     database,
     redis,

@@ -11,7 +11,6 @@ import { Supervisor, type SupervisorEvent } from "../../src/supervisor/superviso
 import { Reconciler } from "../../src/supervisor/reconciler.ts";
 import { Dispatcher } from "../../src/queue/dispatch.ts";
 import { queueKeys } from "../../src/queue/keys.ts";
-import { createLogger } from "../../src/logger.ts";
 import type { TestContext } from "./app.ts";
 
 /** Engine settings that make failure tests fast (short leases, grace and reconcile periods). */
@@ -40,7 +39,7 @@ export async function startTestEngine(
 ): Promise<TestEngine> {
   const config = { ...ctx.config, ...options.config };
   const subscriber = new Redis(config.redisUrl, { maxRetriesPerRequest: null });
-  const logger = createLogger(config.logLevel);
+  const logger = ctx.logger;
   const supervisor = new Supervisor({
     config,
     database: ctx.database,
@@ -50,6 +49,7 @@ export async function startTestEngine(
     workers: options.workers,
     workerUrl: options.workerUrl,
     onFatal: options.onFatal,
+    metrics: ctx.metrics,
   });
   const events: SupervisorEvent[] = [];
   const waiters = new Set<{ predicate: (e: SupervisorEvent) => boolean; resolve: (e: SupervisorEvent) => void }>();
@@ -61,7 +61,13 @@ export async function startTestEngine(
         w.resolve(e);
       }
   });
-  const reconciler = new Reconciler({ config, database: ctx.database, logger, dispatcher: new Dispatcher(ctx.redis, queueKeys(config.redisPrefix)) });
+  const reconciler = new Reconciler({
+    config,
+    database: ctx.database,
+    logger,
+    dispatcher: new Dispatcher(ctx.redis, queueKeys(config.redisPrefix)),
+    metrics: ctx.metrics,
+  });
   await supervisor.start();
   if (options.reconcile !== false) reconciler.start();
   return {

@@ -93,7 +93,7 @@ test("a task is claimed once: the second claim of the same id matches nothing", 
 
 test("a cancelled pending task cannot be claimed", async () => {
   const { task } = await insertTask(db(), newTask());
-  expect(await requestCancel(db(), task.task_id)).toEqual({ previous: "pending", status: "cancelled", priority: "medium" });
+  expect(await requestCancel(db(), task.task_id)).toEqual({ previous: "pending", status: "cancelled", priority: "medium", agent_id: task.agent_id });
   expect(await claimTask(db(), task.task_id, "w1", 60_000)).toBeNull();
 });
 

@@ -51,7 +51,7 @@ describe("POST /agents/{id}/coverage/refresh", () => {
   test("answers 202 with a pending task: id agent-coverage-<uuidv7>, default priority medium, webhook_url stored, queued in Redis", async () => {
     const agentId = await newAgent();
     const before = Date.now();
-    const res = await refresh(agentId, { body: { webhook_url: "https://example.com/hooks/coverage" } });
+    const res = await refresh(agentId, { body: { webhook_url: "https://93.184.215.14/hooks/coverage" } });
     expect(res.status).toBe(202);
     const task = res.body;
     expect(task.task_id).toMatch(UUID_V7_TASK);
@@ -61,7 +61,7 @@ describe("POST /agents/{id}/coverage/refresh", () => {
       task_type: "coverage_refresh",
       status: "pending",
       priority: "medium",
-      webhook_url: "https://example.com/hooks/coverage",
+      webhook_url: "https://93.184.215.14/hooks/coverage",
       progress_percentage: 0,
       queue_position: 1,
       started_at: null,
@@ -75,12 +75,12 @@ describe("POST /agents/{id}/coverage/refresh", () => {
     expect(task.created_at).toMatch(/(Z|[+-]\d\d:\d\d)$/);
     expect(typeof task.estimated_completion_at).toBe("string");
     const rows = await rowsOf(agentId);
-    expect(rows).toEqual([{ task_id: task.task_id, status: "pending", priority: "medium", webhook_url: "https://example.com/hooks/coverage" }]);
+    expect(rows).toEqual([{ task_id: task.task_id, status: "pending", priority: "medium", webhook_url: "https://93.184.215.14/hooks/coverage" }]);
     expect(await ctx.redis.zscore(keys().queue("medium"), task.task_id)).not.toBeNull();
     // GET /tasks/{id} and the agent-scoped status agree.
     const viaTasks = await ctx.request("GET", `tasks/${task.task_id}`);
     expect(viaTasks.status).toBe(200);
-    expect(viaTasks.body.webhook_url).toBe("https://example.com/hooks/coverage");
+    expect(viaTasks.body.webhook_url).toBe("https://93.184.215.14/hooks/coverage");
     const viaAgent = await ctx.request("GET", `agents/${agentId}/coverage/status/${task.task_id}`);
     expect(viaAgent.status).toBe(200);
     expect(viaAgent.body.task_id).toBe(task.task_id);
@@ -107,7 +107,7 @@ describe("POST /agents/{id}/coverage/refresh", () => {
     const first = await refresh(agentId, { body: { priority: "low" } });
     const dispatcher = new Dispatcher(ctx.redis, keys());
     const depths = await dispatcher.depths();
-    const second = await refresh(agentId, { body: { priority: "high", webhook_url: "https://example.com/other" } });
+    const second = await refresh(agentId, { body: { priority: "high", webhook_url: "https://93.184.215.14/other" } });
     expect(first.status).toBe(202);
     // The code answers 202 for the existing task too (same representation as a new one).
     expect(second.status).toBe(202);

@@ -31,7 +31,10 @@ const settings: WorkerSettings = {
 /** One valid message of every WorkerMessage type (the Record makes a new type a compile error here). */
 const VALID_WORKER: Record<WorkerMessage["type"], WorkerMessage[]> = {
   ready: [{ type: "ready", workerId: "w1" }],
-  started: [{ type: "started", taskId: "t", leaseToken: "l", attempt: 1, timeoutMs: 1000 }],
+  started: [
+    { type: "started", taskId: "t", agentId: "a", priority: "high", leaseToken: "l", attempt: 1, timeoutMs: 1000, waitMs: 0 },
+    { type: "started", taskId: "t", agentId: "a", priority: "low", leaseToken: "l", attempt: 3, timeoutMs: 1000, waitMs: 12.5 },
+  ],
   progress: [
     { type: "progress", taskId: "t", percent: 0 },
     { type: "progress", taskId: "t", percent: 55.5 },
@@ -40,7 +43,14 @@ const VALID_WORKER: Record<WorkerMessage["type"], WorkerMessage[]> = {
   failed: [{ type: "failed", taskId: "t", error: "boom" }],
   cancelled: [{ type: "cancelled", taskId: "t" }],
   timed_out: [{ type: "timed_out", taskId: "t" }],
-  released: [{ type: "released", taskId: "t" }],
+  released: [
+    { type: "released", taskId: "t", status: "pending", reason: "shutdown" },
+    { type: "released", taskId: "t", status: "pending", reason: "connection_lost" },
+    { type: "released", taskId: "t", status: "failed", reason: "connection_lost" },
+    { type: "released", taskId: "t", status: "cancelled", reason: "shutdown" },
+    { type: "released", taskId: "t", status: "unchanged", reason: "lease_lost" },
+    { type: "released", taskId: "t", status: "unchanged", reason: "bookkeeping_failed" },
+  ],
   drained: [{ type: "drained" }],
   log: [
     { type: "log", level: "info", msg: "hello" },
@@ -73,9 +83,13 @@ describe("isWorkerMessage", () => {
     ["a supervisor message", { type: "drain" }],
     ["ready without workerId", { type: "ready" }],
     ["ready with numeric workerId", { type: "ready", workerId: 1 }],
-    ["started without leaseToken", { type: "started", taskId: "t", attempt: 1, timeoutMs: 1 }],
-    ["started with string attempt", { type: "started", taskId: "t", leaseToken: "l", attempt: "1", timeoutMs: 1 }],
-    ["started without timeoutMs", { type: "started", taskId: "t", leaseToken: "l", attempt: 1 }],
+    ["started without leaseToken", { type: "started", taskId: "t", agentId: "a", priority: "high", attempt: 1, timeoutMs: 1, waitMs: 0 }],
+    ["started with string attempt", { type: "started", taskId: "t", agentId: "a", priority: "high", leaseToken: "l", attempt: "1", timeoutMs: 1, waitMs: 0 }],
+    ["started without timeoutMs", { type: "started", taskId: "t", agentId: "a", priority: "high", leaseToken: "l", attempt: 1, waitMs: 0 }],
+    ["started without agentId", { type: "started", taskId: "t", priority: "high", leaseToken: "l", attempt: 1, timeoutMs: 1, waitMs: 0 }],
+    ["started with an unknown priority", { type: "started", taskId: "t", agentId: "a", priority: "urgent", leaseToken: "l", attempt: 1, timeoutMs: 1, waitMs: 0 }],
+    ["started without waitMs", { type: "started", taskId: "t", agentId: "a", priority: "high", leaseToken: "l", attempt: 1, timeoutMs: 1 }],
+    ["started with NaN waitMs", { type: "started", taskId: "t", agentId: "a", priority: "high", leaseToken: "l", attempt: 1, timeoutMs: 1, waitMs: Number.NaN }],
     ["progress with NaN percent", { type: "progress", taskId: "t", percent: Number.NaN }],
     ["progress with Infinity percent", { type: "progress", taskId: "t", percent: Number.POSITIVE_INFINITY }],
     ["progress with string percent", { type: "progress", taskId: "t", percent: "50" }],
@@ -85,7 +99,11 @@ describe("isWorkerMessage", () => {
     ["failed with object error", { type: "failed", taskId: "t", error: { message: "x" } }],
     ["cancelled without taskId", { type: "cancelled" }],
     ["timed_out with numeric taskId", { type: "timed_out", taskId: 7 }],
-    ["released without taskId", { type: "released" }],
+    ["released without taskId", { type: "released", status: "pending", reason: "shutdown" }],
+    ["released without status", { type: "released", taskId: "t", reason: "shutdown" }],
+    ["released with a status it cannot have", { type: "released", taskId: "t", status: "completed", reason: "shutdown" }],
+    ["released without reason", { type: "released", taskId: "t", status: "pending" }],
+    ["released with an unknown reason", { type: "released", taskId: "t", status: "pending", reason: "bored" }],
     ["log without msg", { type: "log", level: "info" }],
     ["log without level", { type: "log", msg: "x" }],
   ];

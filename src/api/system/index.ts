@@ -2,6 +2,7 @@
 import { Elysia, t } from "elysia";
 import { sql } from "drizzle-orm";
 import type { AppDeps } from "../deps.ts";
+import { exposition, type Metrics } from "../../metrics/registry.ts";
 
 const Check = t.Object({ ok: t.Boolean(), error: t.Optional(t.String()) });
 const Readiness = t.Object({
@@ -26,7 +27,7 @@ async function probe(run: () => Promise<unknown>, timeoutMs: number) {
   }
 }
 
-export const systemRoutes = (deps: AppDeps) =>
+export const systemRoutes = (deps: AppDeps & { metrics: Metrics }) =>
   new Elysia({ name: "agentq.system", tags: ["operations"] })
     .get("/healthz", () => ({ status: "ok" as const }), {
       response: { 200: t.Object({ status: t.Literal("ok") }) },
@@ -47,5 +48,23 @@ export const systemRoutes = (deps: AppDeps) =>
       {
         response: { 200: Readiness, 503: Readiness },
         detail: { summary: "Readiness: PostgreSQL and Redis answer and the process is not draining", security: [] },
+      },
+    )
+    .get(
+      "/metrics",
+      async ({ set }) => {
+        // Never fails for a dependency: a gauge whose source is down is left out (and logged).
+        const { contentType, body } = await exposition(deps.metrics);
+        set.headers["content-type"] = contentType;
+        return body;
+      },
+      {
+        response: { 200: t.String({ description: "Prometheus text exposition format 0.0.4" }) },
+        detail: {
+          summary: "Prometheus metrics of this process",
+          description:
+            "Counters and histograms of what this process did, gauges read at scrape time (queue depth and oldest queued task from Redis, overdue tasks from PostgreSQL, worker threads when a supervisor runs in this process), build info and process metrics. No API key.",
+          security: [],
+        },
       },
     );

@@ -3,10 +3,12 @@ import type { AppDeps } from "../deps.ts";
 import { authErrors, Uuid } from "../common.ts";
 import { ErrorBody } from "../errors.ts";
 import { Coverage } from "../agents/model.ts";
-import { History, HistoryQuery, RefreshBody, RefreshQuery, Task, TaskId } from "./model.ts";
+import { History, HistoryQuery, RefreshBody, RefreshQuery, Task, TaskId, WebhookDelivery } from "./model.ts";
 import { requireAgent } from "../../db/agents.ts";
 import { insertCoverageHistory, storeAgentCoverage } from "../../db/coverage.ts";
-import { listCoverageHistory } from "../../db/tasks.ts";
+import { getTask, listCoverageHistory } from "../../db/tasks.ts";
+import { getDelivery, restartDelivery } from "../../db/webhooks.ts";
+import { isTerminal } from "../../core/tasks.ts";
 import { measureCoverage } from "../../coverage/meter.ts";
 import { TaskService } from "../../tasks/service.ts";
 import { AppError, notFound } from "../../core/errors.ts";
@@ -46,7 +48,7 @@ export const taskRoutes = (deps: AppDeps) => {
         detail: {
           summary: "Refresh the agent's coverage, in the background (202) or now (200)",
           description:
-            "background=true (default) records a pending task and dispatches it to the queue of its priority. If the agent already has a pending refresh, that task is returned instead of a second one; force=true always creates a new task. background=false computes now, stores the figures on the agent and writes a history row.",
+            "background=true (default) records a pending task and dispatches it to the queue of its priority. If the agent already has a pending refresh, that task is returned instead of a second one; force=true always creates a new task. background=false computes now, stores the figures on the agent and writes a history row. A webhook_url is checked at once (https only, public addresses only; see docs/webhooks.md): an unsafe one answers 400 with the reason. When background refreshes are turned off (AGENTQ_BACKGROUND_REFRESH_ENABLED=false), background=true answers 503 background_refresh_disabled and records nothing; background=false still works.",
         },
       },
     )
@@ -73,6 +75,43 @@ export const taskRoutes = (deps: AppDeps) => {
           summary: "Cancel a task",
           description:
             "Pending: removed from the queue and cancelled at once. Running: its worker is told at once (pub/sub) and the task ends cancelled. Terminal: unchanged. Always 204 for a known task.",
+        },
+      },
+    )
+    .get(
+      "/tasks/:task_id/webhook",
+      async ({ params }) => {
+        const delivery = await getDelivery(db, params.task_id);
+        if (delivery) return delivery;
+        throw (await getTask(db, params.task_id)) ? notFound("webhook delivery of task", params.task_id) : notFound("task", params.task_id);
+      },
+      {
+        params: t.Object({ task_id: TaskId }),
+        response: { 200: WebhookDelivery, ...authErrors, 404: ErrorBody },
+        detail: {
+          summary: "The webhook delivery of a task, with every attempt",
+          description: "404 when the task is unknown, has no webhook_url, or has not ended yet (the delivery is recorded when it ends).",
+        },
+      },
+    )
+    .post(
+      "/tasks/:task_id/webhook/redeliver",
+      async ({ params, status }) => {
+        const task = await getTask(db, params.task_id);
+        if (!task) throw notFound("task", params.task_id);
+        if (task.webhook_url === null) throw new AppError("conflict", `task ${params.task_id} has no webhook_url`);
+        if (!isTerminal(task.status))
+          throw new AppError("conflict", `task ${params.task_id} is ${task.status}; its webhook is sent when it ends`);
+        await restartDelivery(db, params.task_id);
+        return status(202, (await getDelivery(db, params.task_id))!);
+      },
+      {
+        params: t.Object({ task_id: TaskId }),
+        response: { 202: WebhookDelivery, ...authErrors, 404: ErrorBody, 409: ErrorBody },
+        detail: {
+          summary: "Send a task's webhook again",
+          description:
+            "Restarts a dead (or delivered) delivery with a fresh retry budget and the same webhook-id; a delivery still in progress is left as it is. 409 when the task has no webhook_url or has not ended.",
         },
       },
     )

@@ -24,7 +24,14 @@ export const RefreshQuery = t.Object(
 export const RefreshBody = t.Optional(
   t.Object(
     {
-      webhook_url: t.Optional(t.String({ maxLength: 2048, pattern: "^https?://", description: "Told about the terminal status" })),
+      webhook_url: t.Optional(
+        t.String({
+          maxLength: 2048,
+          // No whitespace or control characters anywhere; the rest is checked by the SSRF guard (400 unsafe_webhook_url).
+          pattern: "^https?://[^\\s\\u0000-\\u001f\\u007f]+$",
+          description: "Told about the terminal status by a signed POST (docs/webhooks.md). https only, public addresses only.",
+        }),
+      ),
       priority: t.Optional(PriorityT),
     },
     { additionalProperties: false },
@@ -80,3 +87,28 @@ export const History = t.Object({
   end_date: t.Nullable(t.String()),
   total_entries: t.Integer(),
 });
+
+export const WebhookDelivery = t.Object(
+  {
+    task_id: TaskId,
+    webhook_id: t.String({ description: "The webhook-id header: the same for every attempt" }),
+    url: t.String(),
+    status: t.Union([t.Literal("pending"), t.Literal("delivered"), t.Literal("dead")]),
+    attempts: t.Integer({ minimum: 0, description: "Attempts made, across redeliveries" }),
+    next_attempt_at: t.Nullable(Timestamp),
+    last_status_code: t.Nullable(t.Integer()),
+    last_error: t.Nullable(t.String()),
+    created_at: Timestamp,
+    delivered_at: t.Nullable(Timestamp),
+    attempt_log: t.Array(
+      t.Object({
+        attempt: t.Integer({ minimum: 1 }),
+        status_code: t.Nullable(t.Integer()),
+        error: t.Nullable(t.String()),
+        duration_ms: t.Nullable(t.Integer()),
+        attempted_at: Timestamp,
+      }),
+    ),
+  },
+  { description: "The webhook delivery of a task that ended with a webhook_url" },
+);

@@ -1,0 +1,54 @@
+/**
+ * Scrape-time reads of the shared state: queue depths and the oldest queued id from Redis,
+ * overdue running tasks from PostgreSQL. Each is one cheap round trip; a failure is the
+ * caller's (ScrapeGauge logs it and leaves the gauge out of that scrape).
+ */
+import type Redis from "ioredis";
+import { sql } from "drizzle-orm";
+import type { Database } from "../db/client.ts";
+import { Dispatcher } from "../queue/dispatch.ts";
+import type { QueueKeys } from "../queue/keys.ts";
+import { PRIORITIES } from "../core/tasks.ts";
+import type { MetricSources } from "./registry.ts";
+
+/**
+ * Seconds since the lowest score (enqueue time in ms) across the three queues, 0 when all are
+ * empty. A retried task keeps its original score, so its age counts from its first enqueue.
+ */
+export async function oldestQueuedAgeSeconds(redis: Redis, keys: QueueKeys, now = Date.now()): Promise<number> {
+  const pipeline = redis.pipeline();
+  for (const p of PRIORITIES) pipeline.zrange(keys.queue(p), "0", "0", "WITHSCORES");
+  const results = (await pipeline.exec()) ?? [];
+  let lowest = Number.POSITIVE_INFINITY;
+  for (const [error, value] of results) {
+    if (error) throw error;
+    const score = Number((value as string[])[1]);
+    if (Number.isFinite(score)) lowest = Math.min(lowest, score);
+  }
+  return Number.isFinite(lowest) ? Math.max(0, (now - lowest) / 1000) : 0;
+}
+
+/**
+ * Running tasks past started_at + timeout_ms + the cancel grace: the supervisor should have
+ * ended them by then, so any such task is stuck (its supervisor is wedged, or lost PostgreSQL).
+ * `status = 'running'` is answered from an index on status (the partial
+ * background_tasks_running_lease_idx, or (status, completed_at); the planner picks), so the scan
+ * touches only running tasks (about one per worker thread), however many finished ones there are.
+ */
+export async function countOverdueTasks(database: Database, cancelGraceMs: number): Promise<number> {
+  const [row] = await database.db.execute<{ n: number }>(sql`
+    select count(*)::int as n from background_tasks
+    where status = 'running' and lease_expires_at is not null
+      and started_at + (timeout_ms + ${cancelGraceMs}::int) * interval '1 millisecond' < now()`);
+  return row?.n ?? 0;
+}
+
+/** The scrape-time sources every process with Redis and PostgreSQL connections exports. */
+export function storeSources(deps: { redis: Redis; keys: QueueKeys; database: Database; cancelGraceMs: number }): MetricSources {
+  const dispatcher = new Dispatcher(deps.redis, deps.keys);
+  return {
+    queueDepths: () => dispatcher.depths(),
+    oldestPendingAgeSeconds: () => oldestQueuedAgeSeconds(deps.redis, deps.keys),
+    overdueTasks: () => countOverdueTasks(deps.database, deps.cancelGraceMs),
+  };
+}

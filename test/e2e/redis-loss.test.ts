@@ -1,0 +1,90 @@
+/**
+ * Invariant 1 (PostgreSQL is the truth; Redis can be rebuilt from it) and 4 (no
+ * task lost when Redis loses its data). The Redis server is shared with other
+ * people's tests, so "Redis lost its data" (FLUSHALL, failover to an empty
+ * replica) is simulated by deleting every key of THIS test's prefix only.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { createTestContext, type TestContext } from "../helpers/app.ts";
+import { eventually, FAST_ENGINE, startTestEngine } from "../helpers/engine.ts";
+import { FIXTURE_WORKERS } from "../fixtures/workers/index.ts";
+import { insertTask } from "../../src/db/tasks.ts";
+import { newTaskId } from "../../src/core/tasks.ts";
+import {
+  createCorpus,
+  enqueue,
+  expectExactlyOnceEffects,
+  loseRedisData,
+  mapLimit,
+  queuedIds,
+  statusCounts,
+  waitAllTerminal,
+  type Corpus,
+} from "./support.ts";
+
+let ctx: TestContext;
+let corpus: Corpus;
+
+beforeAll(async () => {
+  ctx = await createTestContext(FAST_ENGINE);
+  corpus = await createCorpus(ctx);
+});
+afterAll(() => ctx.close());
+
+test("all keys of the prefix deleted mid-run (simulated FLUSHALL): queued, running and newly enqueued tasks all complete exactly once", async () => {
+  const engine = await startTestEngine(ctx, { workers: 3, workerUrl: FIXTURE_WORKERS.scripted });
+  try {
+    const agents = await mapLimit(Array.from({ length: 40 }), 8, () => corpus.agent({ mode: "slow", ms: 300 }));
+    const first = await mapLimit(agents.slice(0, 30), 8, (a) => enqueue(ctx, a));
+    // Mid-run: some done, some running, most still queued in Redis.
+    await eventually(async () => ((await statusCounts(ctx)).completed! >= 3 ? true : undefined), 15_000, "3 completions");
+    const queuedBefore = await queuedIds(ctx);
+    expect(queuedBefore.size).toBeGreaterThan(5);
+
+    expect(await loseRedisData(ctx)).toBeGreaterThan(0);
+    expect((await queuedIds(ctx)).size).toBe(0);
+    // Tasks enqueued while the queue was lost; then the data is lost a second time,
+    // taking these tasks' dispatch with it as well.
+    const second = await mapLimit(agents.slice(30), 8, (a) => enqueue(ctx, a));
+    await loseRedisData(ctx);
+
+    const ids = [...first, ...second];
+    const final = await waitAllTerminal(ctx, ids, 40_000);
+    for (const id of ids) expect({ id, status: final.get(id)!.status }).toEqual({ id, status: "completed" });
+    await expectExactlyOnceEffects(ctx, final);
+    // Nothing left behind in the rebuilt queues.
+    expect((await queuedIds(ctx)).size).toBe(0);
+  } finally {
+    await engine.stop();
+  }
+}, 60_000);
+
+test("a pending task Redis never heard of (INSERT committed, ZADD lost) and one removed from the queue are re-dispatched by the reconciler and complete", async () => {
+  const agentA = await corpus.agent({ mode: "slow", ms: 100 });
+  const agentB = await corpus.agent({ mode: "slow", ms: 100 });
+  // (a) The API's crash window: the row is written, the process dies before ZADD.
+  const { task: neverQueued } = await insertTask(ctx.database.db, {
+    taskId: newTaskId(),
+    agentId: agentA,
+    priority: "high",
+    webhookUrl: null,
+    timeoutMs: ctx.config.taskTimeoutMs,
+    maxAttempts: ctx.config.maxAttempts,
+    dedupe: true,
+  });
+  // (b) Enqueued normally (no engine runs yet), then its id vanishes from Redis.
+  const removed = await enqueue(ctx, agentB, { priority: "low" });
+  expect(await ctx.redis.zrem(`${ctx.config.redisPrefix}:{coverage}:queue:low`, removed)).toBe(1);
+  expect((await queuedIds(ctx)).size).toBe(0);
+
+  const engine = await startTestEngine(ctx, { workers: 2, workerUrl: FIXTURE_WORKERS.scripted });
+  try {
+    const ids = [neverQueued.task_id, removed];
+    const final = await waitAllTerminal(ctx, ids, 15_000);
+    for (const id of ids) expect(final.get(id)!.status).toBe("completed");
+    for (const id of ids) expect(final.get(id)!.attempt).toBe(1);
+    await expectExactlyOnceEffects(ctx, final);
+  } finally {
+    await engine.stop();
+  }
+}, 30_000);
