@@ -37,7 +37,7 @@ export class TaskTelemetry {
   }
 
   /** A new pending task was written (not when an existing pending refresh was returned). */
-  enqueued(task: TaskRef & { priority: Priority }) {
+  enqueued(task: TaskRef & { priority: Priority; request_id?: string }) {
     this.metrics.tasksEnqueued.inc({ priority: task.priority });
     this.log("info", "enqueued", { ...task });
   }

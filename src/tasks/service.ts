@@ -49,7 +49,7 @@ export class TaskService {
    */
   async enqueueRefresh(
     agentId: string,
-    options: { priority: Priority; webhookUrl: string | null; force: boolean },
+    options: { priority: Priority; webhookUrl: string | null; force: boolean; requestId?: string },
   ): Promise<{ task: TaskView; created: boolean }> {
     const { database, config, logger } = this.deps;
     // The feature flag: checked before anything is written.
@@ -76,7 +76,7 @@ export class TaskService {
       throw error;
     }
     const { task, created } = inserted;
-    if (created) this.telemetry.enqueued({ task_id: task.task_id, agent_id: task.agent_id, priority: task.priority });
+    if (created) this.telemetry.enqueued({ task_id: task.task_id, agent_id: task.agent_id, priority: task.priority, request_id: options.requestId });
     // Issued together so they share one Redis round trip (the reads see the ZADD: same connection, in order).
     const dispatched = created
       ? this.dispatcher

@@ -132,6 +132,13 @@ describe("request ids and request logs", () => {
     await req("GET", "/healthz", { anonymous: true, headers: { "x-request-id": "probe-1" } });
     expect(logs.lines.find((l) => l.request_id === "probe-1")).toMatchObject({ level: 20 });
   });
+
+  test("the task_enqueued line carries the id of the request that enqueued the task", async () => {
+    const res = await req("POST", `agents/${agentId}/coverage/refresh?force=true`, { headers: { "x-request-id": "enqueue-req-1" } });
+    expect(res.status).toBe(202);
+    const taskId = (res.body as { task_id: string }).task_id;
+    expect(logs.lines.find((l) => l.event === "task_enqueued" && l.task_id === taskId)).toMatchObject({ request_id: "enqueue-req-1", agent_id: agentId });
+  });
 });
 
 describe("when Redis and PostgreSQL are down", () => {

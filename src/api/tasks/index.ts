@@ -12,6 +12,7 @@ import { isTerminal } from "../../core/tasks.ts";
 import { measureCoverage } from "../../coverage/meter.ts";
 import { TaskService } from "../../tasks/service.ts";
 import { AppError, notFound } from "../../core/errors.ts";
+import { REQUEST_ID_HEADER } from "../../metrics/http.ts";
 
 export const taskRoutes = (deps: AppDeps) => {
   const db = deps.database.db;
@@ -19,7 +20,7 @@ export const taskRoutes = (deps: AppDeps) => {
   return new Elysia({ name: "agentq.tasks", tags: ["tasks"] })
     .post(
       "/agents/:agent_id/coverage/refresh",
-      async ({ params, query, body, status }) => {
+      async ({ params, query, body, status, set }) => {
         // Elysia does not validate an optional body that is not an object ([], 1, "x", null): refuse it here.
         if (body !== undefined && (body === null || typeof body !== "object" || Array.isArray(body)))
           throw new AppError("validation_error", "invalid body: Expected object", { on: "body", issues: [{ path: "/", message: "Expected object" }] });
@@ -37,6 +38,8 @@ export const taskRoutes = (deps: AppDeps) => {
           priority: body?.priority ?? "medium",
           webhookUrl: body?.webhook_url ?? null,
           force: query.force ?? false,
+          // Set by the request hook (src/metrics/http.ts): ties the task_enqueued log line to its request.
+          requestId: set.headers[REQUEST_ID_HEADER] as string | undefined,
         });
         return status(202, task);
       },
