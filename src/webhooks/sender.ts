@@ -220,7 +220,9 @@ export class WebhookSender {
       {
         retries: attemptsLeft - 1,
         factor: 2,
-        minTimeout: config.webhookBackoffMs,
+        // A delivery taken over mid-round (its sender died or stopped) continues the
+        // round's backoff: after r attempts the next wait is base * 2^r, not base again.
+        minTimeout: config.webhookBackoffMs * 2 ** delivery.roundAttempts,
         randomize: false,
         signal,
         onFailedAttempt: async ({ error, retryDelay, retriesLeft }) => {

@@ -343,6 +343,24 @@ describe("durability", () => {
     expect(await finished(taskId)).toMatchObject({ status: "delivered", attempts: 1 });
   }, 30_000);
 
+  test("a sender that takes a delivery over mid-round continues its backoff (base * 2^attempts), not from the base", async () => {
+    const hook = receiver([], 503);
+    const first = await sender();
+    const taskId = await cancelledTaskWithWebhook(hook.url());
+    // Attempts 1 and 2 recorded; the first sender now waits 100 ms before attempt 3.
+    await eventually(async () => ((await getDelivery(ctx.database.db, taskId))?.attempts === 2 ? true : undefined), 5000, "two attempts");
+    await first.sender.stop(); // hands the delivery back with its round so far
+    running.senders.splice(running.senders.indexOf(first.sender), 1);
+    expect(await getDelivery(ctx.database.db, taskId)).toMatchObject({ status: "pending", attempts: 2 });
+
+    await sender();
+    const requests = await hook.waitFor(4);
+    expect((await finished(taskId)).status).toBe("dead"); // 4 attempts in the round, not 2 more than that
+    expect(hook.requests).toHaveLength(4);
+    // Attempt 3 failed: the wait before attempt 4 is 50 ms * 2^2 = 200 ms (a fresh round would wait 50 ms).
+    expect(requests[3]!.at - requests[2]!.at).toBeGreaterThanOrEqual(195);
+  });
+
   test("end to end: a refresh with a webhook_url runs on the engine and the receiver gets completed with the coverage result", async () => {
     const hook = receiver();
     await sender();
