@@ -65,11 +65,12 @@ class Actor {
 
   /**
    * After a lost database connection the pool is replaced before its next use.
-   * postgres.js 3.4.9 can leave the connection whose backend died unable to send
-   * anything again (teardown cancels its pending write without clearing it), so the
-   * next statement on it waits for connect_timeout (30 s), and a statement issued
-   * while it was closing may never settle; meanwhile the supervisor keeps renewing
-   * the lease, so the task would sit `running`. A fresh pool has no such state.
+   * postgres.js 3.4.9 as published can leave a connection whose backend died unable to
+   * send anything again, and statements issued while it closes may never settle;
+   * patches/postgres@3.4.9.patch fixes that (test/integration/postgres-driver.test.ts).
+   * The replacement stays as a second line of defence for the one place where a stuck
+   * statement costs most: the supervisor keeps renewing the lease, so the task would
+   * sit `running`. A fresh pool carries no state from the dead connections.
    */
   private replacePool() {
     const old = this.database;
