@@ -21,7 +21,7 @@ import * as schema from "../src/db/schema.ts";
 import { measureCoverage, type AgentScope, type MeterSettings } from "../src/coverage/meter.ts";
 import { finalizeCoverage, type CoverageReport, type NodeStats } from "../src/core/coverage.ts";
 import { DEFAULTS } from "../src/config.ts";
-import { writeBenchmarkSection } from "./support.ts";
+import { parseCommandLine, writeBenchmarkSection } from "./support.ts";
 
 // ---------------------------------------------------------------------------
 // Corpus shape
@@ -612,15 +612,8 @@ async function countHits(sql: postgres.Sql, agent: BenchAgent): Promise<number> 
 // ---------------------------------------------------------------------------
 
 export async function run(args: string[]): Promise<number> {
-  if (args.includes("--help") || args.includes("-h")) {
-    console.log(HELP);
-    return 0;
-  }
-  const opts = parseArgs(args);
-  if (typeof opts === "string") {
-    console.error(`${opts}\n\n${HELP}`);
-    return 2;
-  }
+  const opts = parseCommandLine(args, HELP, parseArgs);
+  if (typeof opts === "number") return opts;
   const url = benchDatabaseUrl();
   assertNotAppDatabase(url);
   const dbName = decodeURIComponent(new URL(url).pathname.slice(1));

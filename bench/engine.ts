@@ -33,7 +33,7 @@ import { TaskService } from "../src/tasks/service.ts";
 import { createApp, API_PREFIX } from "../src/api/app.ts";
 import { createKeyVerifier } from "../src/auth/apiKeys.ts";
 import { upsertTaxonomy } from "../src/db/taxonomy.ts";
-import { bounded, writeBenchmarkSection } from "./support.ts";
+import { bounded, parseCommandLine, writeBenchmarkSection } from "./support.ts";
 
 // ---------------------------------------------------------------------------
 // Settings
@@ -913,15 +913,8 @@ function writeDocs(section: string): void {
 // ---------------------------------------------------------------------------
 
 export async function run(args: string[]): Promise<number> {
-  if (args.includes("--help") || args.includes("-h")) {
-    console.log(HELP);
-    return 0;
-  }
-  const opts = parseArgs(args);
-  if (typeof opts === "string") {
-    console.error(`${opts}\n\n${HELP}`);
-    return 2;
-  }
+  const opts = parseCommandLine(args, HELP, parseArgs);
+  if (typeof opts === "number") return opts;
   const url = benchEngineDatabaseUrl();
   assertDedicatedDatabase(url);
   const redisUrl = process.env.REDIS_URL ?? DEFAULTS.redisUrl;

@@ -1,4 +1,4 @@
-/** What every benchmark shares: bounded concurrency and rewriting its own section of docs/benchmarks.md. */
+/** What every benchmark shares: its command line, bounded concurrency and rewriting its own section of docs/benchmarks.md. */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -14,6 +14,24 @@ const DOCS_HEADER = [
   "(`bun run bench --help` lists them); each run rewrites its own section below.",
   "",
 ].join("\n");
+
+/**
+ * The common command-line front: `--help` prints the help (exit 0); arguments that `parse`
+ * refuses (it returns the reason as a string) print the reason and the help (exit 2).
+ * Returns the options, or the exit code to return.
+ */
+export function parseCommandLine<T extends object>(args: string[], help: string, parse: (args: string[]) => T | string): T | number {
+  if (args.includes("--help") || args.includes("-h")) {
+    console.log(help);
+    return 0;
+  }
+  const opts = parse(args);
+  if (typeof opts === "string") {
+    console.error(`${opts}\n\n${help}`);
+    return 2;
+  }
+  return opts;
+}
 
 /** Runs f(0..n-1) with at most `limit` calls in flight. */
 export async function bounded(n: number, limit: number, f: (i: number) => Promise<void>): Promise<void> {

@@ -21,7 +21,7 @@ import type { SupervisorEvent } from "../src/supervisor/supervisor.ts";
 import { TaskService } from "../src/tasks/service.ts";
 import { upsertTaxonomy } from "../src/db/taxonomy.ts";
 import { WebhookSender } from "../src/webhooks/sender.ts";
-import { bounded, writeBenchmarkSection } from "./support.ts";
+import { bounded, parseCommandLine, writeBenchmarkSection } from "./support.ts";
 
 const REDIS_PREFIX = "agentq-bench-webhooks";
 const SECRET = `whsec_${Buffer.from("agentq-bench-webhook-secret-0001").toString("base64")}`;
@@ -225,15 +225,8 @@ async function successRate(b: Bench, receiver: ReturnType<typeof startReceiver>,
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
 
 export async function run(args: string[]): Promise<number> {
-  if (args.includes("--help") || args.includes("-h")) {
-    console.log(HELP);
-    return 0;
-  }
-  const opts = parseArgs(args);
-  if (typeof opts === "string") {
-    console.error(`${opts}\n\n${HELP}`);
-    return 2;
-  }
+  const opts = parseCommandLine(args, HELP, parseArgs);
+  if (typeof opts === "number") return opts;
   const b = await prepare(opts);
   const waiterReceiver = startReceiver(b.waiter);
   try {
