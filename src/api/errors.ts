@@ -53,9 +53,28 @@ interface ValidationIssue {
   message: string;
 }
 
+interface SchemaError {
+  path?: string;
+  message?: string;
+  summary?: string;
+  schema?: { anyOf?: unknown[] };
+}
+
+/** The allowed values when the schema is a choice of literals (e.g. priority), else undefined. */
+function literalChoices(schema: SchemaError["schema"]): string | undefined {
+  const options = schema?.anyOf;
+  if (!Array.isArray(options) || options.length === 0) return undefined;
+  if (!options.every((o) => typeof o === "object" && o !== null && "const" in o)) return undefined;
+  return options.map((o) => JSON.stringify((o as { const: unknown }).const)).join(", ");
+}
+
 function validationIssues(error: unknown): ValidationIssue[] {
-  const all = (error as { all?: { path?: string; message?: string; summary?: string }[] }).all ?? [];
-  return all.slice(0, 20).map((e) => ({ path: e.path || "/", message: e.summary ?? e.message ?? "invalid" }));
+  const all = (error as { all?: SchemaError[] }).all ?? [];
+  return all.slice(0, 20).map((e) => {
+    // TypeBox words a failed choice of literals by their types ("one of: 'string', 'string'"): name the values.
+    const choices = literalChoices(e.schema);
+    return { path: e.path || "/", message: choices ? `must be one of ${choices}` : (e.summary ?? e.message ?? "invalid") };
+  });
 }
 
 /** PostgreSQL SQLSTATEs that mean the client sent something the database refuses. */

@@ -78,6 +78,13 @@ Start the service (bun run start), then try:
   curl -s ${h} -H 'content-type: application/json' -d '{"query":"gradient descent"}' ${base}/agents/${agent.agent_id}/query
   curl -s ${h} '${base}/agents/search?q=demo'
 
+A background refresh (202 with the task; then poll it, see the history, or cancel it):
+
+  curl -s ${h} -X POST -H 'content-type: application/json' -d '{"priority":"high"}' ${base}/agents/${agent.agent_id}/coverage/refresh
+  curl -s ${h} ${base}/tasks/<task_id from the answer above>
+  curl -s ${h} ${base}/agents/${agent.agent_id}/coverage/history
+  curl -si ${h} -X DELETE ${base}/tasks/<task_id>
+
 API docs: http://localhost:${config.port}/swagger`);
   } finally {
     await database.close();

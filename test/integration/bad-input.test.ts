@@ -141,6 +141,13 @@ test("wrong types are 400 validation_error naming the field", async () => {
   });
 });
 
+test("a value outside a fixed choice is refused with the allowed values named", async () => {
+  const res = await ctx.request("POST", `agents/${agentId}/coverage/refresh`, { body: { priority: "urgent" } });
+  expect(res.status).toBe(400);
+  expect(res.body.error.message).toBe('invalid body: /priority must be one of "high", "medium", "low"');
+  expect(res.body.error.details.issues[0]).toEqual({ path: "/priority", message: 'must be one of "high", "medium", "low"' });
+});
+
 test("invalid UUIDs in paths and bodies are 400 validation_error", async () => {
   const bad = ["not-a-uuid", "123", "00000000-0000-4000-8000-00000000000", "g0000000-0000-4000-8000-000000000000", `${uuid()}x`];
   await expectRejectedWithoutWrites(400, "validation_error", async () => {
