@@ -51,6 +51,8 @@ export const ConfigSchema = t.Object({
   /** Restart intensity: at most restartMax thread crashes in restartWindowMs, then the supervisor gives up. */
   restartMax: t.Integer({ minimum: 0 }),
   restartWindowMs: t.Integer({ minimum: 1 }),
+  /** At start, how long to wait for PostgreSQL to accept connections (it may be starting too). */
+  startupWaitMs: t.Integer({ minimum: 0 }),
   /** Terminal tasks are deleted after this long. */
   taskRetentionMs: t.Integer({ minimum: 1000 }),
   /** coverage_history rows are deleted after this long. */
@@ -114,6 +116,7 @@ export const ENV_NAMES: Record<keyof Config, string> = {
   stalePendingMs: "AGENTQ_STALE_PENDING_MS",
   restartMax: "AGENTQ_RESTART_MAX",
   restartWindowMs: "AGENTQ_RESTART_WINDOW_MS",
+  startupWaitMs: "AGENTQ_STARTUP_WAIT_MS",
   taskRetentionMs: "AGENTQ_TASK_RETENTION_MS",
   historyRetentionMs: "AGENTQ_HISTORY_RETENTION_MS",
   webhookSecrets: "AGENTQ_WEBHOOK_SECRETS",
@@ -150,6 +153,7 @@ export const DEFAULTS: Config = {
   stalePendingMs: 10_000,
   restartMax: 5,
   restartWindowMs: 60_000,
+  startupWaitMs: 30_000,
   taskRetentionMs: 24 * 3600 * 1000,
   historyRetentionMs: 90 * 24 * 3600 * 1000,
   webhookSecrets: [],
@@ -221,6 +225,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     stalePendingMs: num("stalePendingMs"),
     restartMax: num("restartMax"),
     restartWindowMs: num("restartWindowMs"),
+    startupWaitMs: num("startupWaitMs"),
     taskRetentionMs: num("taskRetentionMs"),
     historyRetentionMs: num("historyRetentionMs"),
     webhookSecrets: parseList(pick("webhookSecrets")),

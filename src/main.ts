@@ -27,7 +27,11 @@ export interface Runtime {
 
 export async function openRuntime(config: Config, role: string): Promise<Runtime> {
   const logger = createLogger(config.logLevel, { role });
-  await prepareDatabase(config.databaseUrl);
+  await prepareDatabase(config.databaseUrl, {
+    waitMs: config.startupWaitMs,
+    onRetry: (error, retryInMs) =>
+      logger.warn({ reason: error instanceof Error ? error.message : String(error), retry_in_ms: retryInMs }, "PostgreSQL is not answering yet; waiting"),
+  });
   const database = openDatabase(config.databaseUrl, { applicationName: `agentq-${role}` });
   // Auto-pipelining batches the commands one request issues in the same tick into one round trip.
   const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 3, enableOfflineQueue: true, enableAutoPipelining: true });

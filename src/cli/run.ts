@@ -1,6 +1,7 @@
 /** Runs a command-line entry point: prints a clear one-line error and exits non-zero on failure. */
 import type { Logger } from "pino";
 import { ConfigError } from "../config.ts";
+import { isTransientDbError } from "../db/errors.ts";
 
 export async function runCli(main: () => Promise<void>): Promise<void> {
   try {
@@ -9,6 +10,11 @@ export async function runCli(main: () => Promise<void>): Promise<void> {
     if (error instanceof ConfigError) {
       console.error(error.message);
       process.exit(78); // EX_CONFIG
+    }
+    if (isTransientDbError(error)) {
+      // Still refused after AGENTQ_STARTUP_WAIT_MS: say so in one line, not a stack trace.
+      console.error(`agentq: PostgreSQL is not answering (${error instanceof Error ? error.message : String(error)}); check DATABASE_URL and the server`);
+      process.exit(69); // EX_UNAVAILABLE
     }
     console.error(error instanceof Error ? (error.stack ?? error.message) : String(error));
     process.exit(1);

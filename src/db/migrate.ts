@@ -6,6 +6,8 @@ import postgres from "postgres";
 import { drizzle } from "drizzle-orm/postgres-js";
 import { migrate } from "drizzle-orm/postgres-js/migrator";
 import { fileURLToPath } from "node:url";
+import pRetry from "p-retry";
+import { isTransientDbError } from "./errors.ts";
 
 export const MIGRATIONS_FOLDER = fileURLToPath(new URL("../../drizzle", import.meta.url));
 
@@ -61,7 +63,33 @@ export async function migrateDatabase(url: string): Promise<void> {
   }
 }
 
-export async function prepareDatabase(url: string): Promise<void> {
-  await ensureDatabase(url);
-  await migrateDatabase(url);
+export interface PrepareOptions {
+  /**
+   * How long to keep trying while PostgreSQL refuses or drops connections (it may be starting,
+   * restarting or failing over as we start). 0: one try. Other errors fail at once.
+   */
+  waitMs?: number;
+  /** Told of each failed try that will be retried, and when the next one starts. */
+  onRetry?: (error: unknown, retryInMs: number) => void;
+}
+
+/** Creates the database if needed and migrates it, waiting up to `waitMs` for PostgreSQL to answer. */
+export async function prepareDatabase(url: string, options: PrepareOptions = {}): Promise<void> {
+  await pRetry(
+    async () => {
+      await ensureDatabase(url);
+      await migrateDatabase(url);
+    },
+    {
+      retries: options.waitMs ? Number.POSITIVE_INFINITY : 0,
+      maxRetryTime: options.waitMs ?? 0,
+      minTimeout: 250,
+      maxTimeout: 5_000,
+      factor: 2,
+      shouldRetry: ({ error }) => isTransientDbError(error),
+      onFailedAttempt: ({ error, retryDelay, retriesLeft }) => {
+        if (retriesLeft > 0 && retryDelay > 0 && isTransientDbError(error)) options.onRetry?.(error, retryDelay);
+      },
+    },
+  );
 }
