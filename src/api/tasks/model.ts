@@ -48,7 +48,7 @@ export const Task = t.Object({
   started_at: t.Nullable(Timestamp),
   completed_at: t.Nullable(Timestamp),
   progress_percentage: t.Integer({ minimum: 0, maximum: 100 }),
-  queue_position: t.Nullable(t.Integer({ minimum: 1, description: "Pending only: 1 = next to run, across priorities" })),
+  queue_position: t.Nullable(t.Integer({ minimum: 1, description: "Pending only: 1 = next to run, across priorities; null when the task is in no queue (a worker is starting it, or Redis lost it and the reconciler will queue it again)" })),
   estimated_completion_at: t.Nullable(Timestamp),
   result: t.Unknown({ description: "The coverage of a completed task" }),
   error: t.Nullable(t.String()),
