@@ -6,7 +6,8 @@ import type Redis from "ioredis";
 import type { Logger } from "pino";
 import type { Config } from "../config.ts";
 import type { Database } from "../db/client.ts";
-import { getTask, insertTask, requestCancel, type TaskRecord } from "../db/tasks.ts";
+import { getTask, requestCancel, type InsertOutcome, type TaskRecord } from "../db/tasks.ts";
+import { TaskInsertBatcher } from "./insertBatcher.ts";
 import { isTerminal, newTaskId, type Priority } from "../core/tasks.ts";
 import { AppError, notFound } from "../core/errors.ts";
 import { checkWebhookUrl, UnsafeUrlError } from "../webhooks/urlSafety.ts";
@@ -34,12 +35,15 @@ export class TaskService {
   readonly dispatcher: Dispatcher;
   readonly keys: QueueKeys;
   private readonly telemetry: TaskTelemetry;
+  /** New tasks are written by group commit (src/tasks/insertBatcher.ts). */
+  readonly inserter: TaskInsertBatcher;
 
   constructor(
     private readonly deps: { config: Config; database: Database; redis: Redis; logger: Logger; metrics?: Metrics },
   ) {
     this.keys = queueKeys(deps.config.redisPrefix);
     this.dispatcher = new Dispatcher(deps.redis, this.keys);
+    this.inserter = new TaskInsertBatcher(deps.database.db);
     this.telemetry = new TaskTelemetry(deps.metrics ?? createMetrics({}, { processMetrics: false }), deps.logger);
   }
 
@@ -51,7 +55,7 @@ export class TaskService {
     agentId: string,
     options: { priority: Priority; webhookUrl: string | null; force: boolean; requestId?: string },
   ): Promise<{ task: TaskView; created: boolean }> {
-    const { database, config, logger } = this.deps;
+    const { config, logger } = this.deps;
     // The feature flag: checked before anything is written.
     if (!config.backgroundRefreshEnabled)
       throw new AppError(
@@ -59,9 +63,9 @@ export class TaskService {
         "background refreshes are turned off on this deployment (AGENTQ_BACKGROUND_REFRESH_ENABLED=false); background=false computes coverage now",
       );
     if (options.webhookUrl !== null) await this.checkWebhookUrl(options.webhookUrl);
-    let inserted: Awaited<ReturnType<typeof insertTask>>;
+    let inserted: InsertOutcome;
     try {
-      inserted = await insertTask(database.db, {
+      inserted = await this.inserter.insert({
         taskId: newTaskId(),
         agentId,
         priority: options.priority,

@@ -1,0 +1,110 @@
+/**
+ * Group commit of enqueues (src/tasks/insertBatcher.ts, insertTasks in src/db/tasks.ts):
+ * requests that arrive together are written by one statement, and each caller still gets
+ * exactly what a statement of its own would have given it: its task, the agent's pending
+ * refresh when deduplicated, or its own error.
+ */
+import { afterAll, beforeAll, beforeEach, expect, test } from "bun:test";
+import { sql } from "drizzle-orm";
+import { createTestContext, type TestContext } from "../helpers/app.ts";
+import { postAgent, postTaxonomy, uuid } from "../helpers/fixtures.ts";
+import { insertTask, type NewTask } from "../../src/db/tasks.ts";
+import { newTaskId } from "../../src/core/tasks.ts";
+import { TaskInsertBatcher } from "../../src/tasks/insertBatcher.ts";
+import { TaskService } from "../../src/tasks/service.ts";
+
+let ctx: TestContext;
+let root: string;
+const db = () => ctx.database.db;
+
+beforeAll(async () => {
+  ctx = await createTestContext();
+  root = uuid();
+  await postTaxonomy(ctx, "v1", [{ node_id: root, label: "root" }]);
+});
+afterAll(() => ctx.close());
+beforeEach(async () => {
+  await db().execute(sql`delete from background_tasks`);
+});
+
+const newAgent = async () => (await postAgent(ctx, { taxonomy_node_ids: [root] })).agent_id as string;
+const newTask = (agentId: string, over: Partial<NewTask> = {}): NewTask => ({
+  taskId: newTaskId(),
+  agentId,
+  priority: "medium",
+  webhookUrl: null,
+  timeoutMs: 60_000,
+  maxAttempts: 2,
+  dedupe: false,
+  ...over,
+});
+const rowCount = async () => (await db().execute<{ n: number }>(sql`select count(*)::int as n from background_tasks`))[0]!.n;
+
+test("requests that arrive together are written by one statement, each caller getting its own task", async () => {
+  const agentId = await newAgent();
+  const batcher = new TaskInsertBatcher(db());
+  const tasks = Array.from({ length: 50 }, (_, i) => newTask(agentId, { priority: i % 2 ? "high" : "low", webhookUrl: i === 7 ? "https://93.184.215.14/h" : null }));
+  const outcomes = await Promise.all(tasks.map((t) => batcher.insert(t)));
+
+  expect(batcher.stats).toEqual({ statements: 1, tasks: 50 });
+  expect(outcomes.map((o) => [o.created, o.task.task_id, o.task.priority, o.task.status])).toEqual(tasks.map((t) => [true, t.taskId, t.priority, "pending"]));
+  expect(outcomes[7]!.task.webhook_url).toBe("https://93.184.215.14/h");
+  expect(outcomes[8]!.task.webhook_url).toBeNull();
+  expect(await rowCount()).toBe(50);
+});
+
+test("a lone request is written at once, by a statement of its own", async () => {
+  const batcher = new TaskInsertBatcher(db());
+  const first = await batcher.insert(newTask(await newAgent()));
+  const second = await batcher.insert(newTask(await newAgent()));
+  expect([first.created, second.created]).toEqual([true, true]);
+  expect(batcher.stats).toEqual({ statements: 2, tasks: 2 });
+});
+
+test("deduplicated requests in one batch: the first creates the agent's refresh, the later ones get it; a refresh pending before is returned as is", async () => {
+  const [a, b, c] = [await newAgent(), await newAgent(), await newAgent()];
+  const before = await insertTask(db(), newTask(a, { dedupe: true }));
+  const batcher = new TaskInsertBatcher(db());
+  const tasks = [
+    newTask(a, { dedupe: true }),
+    newTask(b, { dedupe: true }),
+    newTask(b, { dedupe: true }),
+    newTask(b, { dedupe: false }), // force: always a task of its own
+    newTask(c, { dedupe: true }),
+    newTask(a, { dedupe: true }),
+  ];
+  const outcomes = await Promise.all(tasks.map((t) => batcher.insert(t)));
+  expect(batcher.stats.statements).toBe(1);
+  expect(outcomes.map((o) => [o.created, o.task.task_id])).toEqual([
+    [false, before.task.task_id],
+    [true, tasks[1]!.taskId],
+    [false, tasks[1]!.taskId],
+    [true, tasks[3]!.taskId],
+    [true, tasks[4]!.taskId],
+    [false, before.task.task_id],
+  ]);
+  expect(await rowCount()).toBe(4);
+});
+
+test("an unknown agent in a batch fails only its own request, with the foreign-key error", async () => {
+  const agentId = await newAgent();
+  const batcher = new TaskInsertBatcher(db());
+  const tasks = [newTask(agentId), newTask(uuid()), newTask(agentId)];
+  const settled = await Promise.allSettled(tasks.map((t) => batcher.insert(t)));
+  expect(settled.map((s) => s.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
+  const error = (settled[1] as PromiseRejectedResult).reason as { code?: string; cause?: { code?: string } };
+  expect(error.code ?? error.cause?.code).toBe("23503");
+  expect(await rowCount()).toBe(2);
+});
+
+test("through the service, a burst of enqueues keeps first-in-first-out order in the queue", async () => {
+  const service = new TaskService({ config: ctx.config, database: ctx.database, redis: ctx.redis, logger: ctx.logger });
+  const agents = await Promise.all(Array.from({ length: 20 }, () => newAgent()));
+  await ctx.redis.del(service.keys.queue("medium"));
+  // Called in this order within one tick: one statement writes them all with one created_at.
+  const results = await Promise.all(agents.map((agentId) => service.enqueueRefresh(agentId, { priority: "medium", webhookUrl: null, force: false })));
+  expect(service.inserter.stats.statements).toBe(1);
+  expect(new Set(results.map((r) => r.task.created_at)).size).toBe(1);
+  const queued = await ctx.redis.zrange(service.keys.queue("medium"), 0, -1);
+  expect(queued).toEqual(results.map((r) => r.task.task_id));
+});
