@@ -409,7 +409,7 @@ async function prepareAgentq(url: string, redisUrl: string): Promise<Agentq> {
 }
 
 async function resetTasks(q: Agentq): Promise<void> {
-  await q.runtime.database.sql`truncate background_tasks, coverage_history, webhook_deliveries`;
+  await q.runtime.database.sql`truncate background_tasks, coverage_history, webhook_deliveries, webhook_outbox`;
 }
 
 async function enqueueLibrary(q: Agentq, i: number): Promise<string> {
