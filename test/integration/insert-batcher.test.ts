@@ -105,6 +105,6 @@ test("through the service, a burst of enqueues keeps first-in-first-out order in
   const results = await Promise.all(agents.map((agentId) => service.enqueueRefresh(agentId, { priority: "medium", webhookUrl: null, force: false })));
   expect(service.inserter.stats.statements).toBe(1);
   expect(new Set(results.map((r) => r.task.created_at)).size).toBe(1);
-  const queued = await ctx.redis.zrange(service.keys.queue("medium"), 0, -1);
+  const queued = await ctx.redis.zrange(service.keys.queue("medium"), "0", "-1");
   expect(queued).toEqual(results.map((r) => r.task.task_id));
 });
