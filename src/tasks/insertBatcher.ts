@@ -9,6 +9,7 @@
  */
 import type { Db } from "../db/client.ts";
 import { insertTask, insertTasks, type InsertOutcome, type NewTask } from "../db/tasks.ts";
+import { isTransientDbError } from "../db/errors.ts";
 
 interface Waiting {
   task: NewTask;
@@ -46,10 +47,12 @@ export class TaskInsertBatcher {
       else {
         try {
           outcomes = await insertTasks(this.db, batch.map((w) => w.task));
-        } catch {
-          // The statement wrote nothing: one bad task (an unknown agent) fails all of it.
-          // Write them one by one, so that only the bad one's request fails.
-          outcomes = batch.map((w) => insertTask(this.db, w.task));
+        } catch (error) {
+          // A lost connection fails every request of the batch (whether the commit happened is
+          // unknown; a task that was written is pending and gets dispatched by the reconciler).
+          // Otherwise the statement wrote nothing because one bad task (an unknown agent)
+          // failed all of it: write them one by one, so that only the bad one's request fails.
+          outcomes = isTransientDbError(error) ? batch.map(() => Promise.reject(error)) : batch.map((w) => insertTask(this.db, w.task));
         }
       }
       batch.forEach((w, i) => outcomes[i]!.then(w.resolve, w.reject));

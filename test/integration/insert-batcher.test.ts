@@ -12,6 +12,8 @@ import { insertTask, type NewTask } from "../../src/db/tasks.ts";
 import { newTaskId } from "../../src/core/tasks.ts";
 import { TaskInsertBatcher } from "../../src/tasks/insertBatcher.ts";
 import { TaskService } from "../../src/tasks/service.ts";
+import { openDatabase } from "../../src/db/client.ts";
+import { isTransientDbError } from "../../src/db/errors.ts";
 
 let ctx: TestContext;
 let root: string;
@@ -95,6 +97,20 @@ test("an unknown agent in a batch fails only its own request, with the foreign-k
   const error = (settled[1] as PromiseRejectedResult).reason as { code?: string; cause?: { code?: string } };
   expect(error.code ?? error.cause?.code).toBe("23503");
   expect(await rowCount()).toBe(2);
+});
+
+test("when the database connection is gone, every request of the batch fails with the connection error", async () => {
+  const agentId = await newAgent();
+  const closed = openDatabase(ctx.config.databaseUrl, { max: 1 });
+  await closed.close();
+  const batcher = new TaskInsertBatcher(closed.db);
+  const settled = await Promise.allSettled([newTask(agentId), newTask(agentId), newTask(agentId)].map((t) => batcher.insert(t)));
+  expect(batcher.stats).toEqual({ statements: 1, tasks: 3 });
+  for (const s of settled) {
+    expect(s.status).toBe("rejected");
+    expect(isTransientDbError((s as PromiseRejectedResult).reason)).toBe(true);
+  }
+  expect(await rowCount()).toBe(0);
 });
 
 test("through the service, a burst of enqueues keeps first-in-first-out order in the queue", async () => {
