@@ -5,7 +5,9 @@
 # TypeScript sources directly and the migrations are committed SQL under drizzle/.
 FROM oven/bun:1.4.5 AS deps
 WORKDIR /app
+# patches/: the postgres.js fix that `bun install` applies (patchedDependencies in package.json).
 COPY package.json bun.lock ./
+COPY patches ./patches
 RUN bun install --frozen-lockfile --production
 
 FROM oven/bun:1.4.5

@@ -126,6 +126,16 @@ describe("Dockerfile", () => {
     for (const [, sources] of dockerfile.matchAll(/^COPY (?!--from)(.+) \S+$/gm))
       for (const source of sources!.split(/\s+/)) expect({ source, exists: existsSync(repoPath(source)) }).toEqual({ source, exists: true });
   });
+
+  test("copies every patch that bun install applies before it runs", async () => {
+    const dockerfile = await Bun.file(repoPath("Dockerfile")).text();
+    const pkg = (await Bun.file(repoPath("package.json")).json()) as { patchedDependencies?: Record<string, string> };
+    const install = dockerfile.indexOf("bun install");
+    const copied = [...dockerfile.slice(0, install).matchAll(/^COPY (?!--from)(.+) \S+$/gm)].flatMap((m) => m[1]!.split(/\s+/));
+    const patches = Object.values(pkg.patchedDependencies ?? {});
+    expect(patches.length).toBeGreaterThan(0);
+    for (const patch of patches) expect({ patch, copied: copied.some((c) => patch === c || patch.startsWith(`${c}/`)) }).toEqual({ patch, copied: true });
+  });
 });
 
 describe("systemd units", () => {
