@@ -131,6 +131,7 @@ describe("Dockerfile", () => {
     const dockerfile = await Bun.file(repoPath("Dockerfile")).text();
     const pkg = (await Bun.file(repoPath("package.json")).json()) as { patchedDependencies?: Record<string, string> };
     const install = dockerfile.indexOf("RUN bun install");
+    expect(install).toBeGreaterThan(0);
     const copied = [...dockerfile.slice(0, install).matchAll(/^COPY (?!--from)(.+) \S+$/gm)].flatMap((m) => m[1]!.split(/\s+/));
     const patches = Object.values(pkg.patchedDependencies ?? {});
     expect(patches.length).toBeGreaterThan(0);
