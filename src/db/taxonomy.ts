@@ -25,7 +25,22 @@ export interface TaxonomyNodeView {
  * cycles before commit. A per-version advisory lock serialises writers, so two
  * concurrent requests cannot each add half of a cycle.
  */
+/** A node listed twice in one request is ambiguous (which label?): refused before anything is written. */
+function refuseDuplicateNodes(nodes: readonly TaxonomyNodeInput[]) {
+  const seen = new Map<string, number>();
+  nodes.forEach((n, i) => {
+    const first = seen.get(n.node_id);
+    if (first !== undefined)
+      throw new AppError("validation_error", `invalid body: node ${n.node_id} is listed twice (nodes ${first} and ${i})`, {
+        on: "body",
+        issues: [{ path: `/nodes/${i}/node_id`, message: `duplicate of /nodes/${first}/node_id` }],
+      });
+    seen.set(n.node_id, i);
+  });
+}
+
 export async function upsertTaxonomy(db: Db, version: string, nodes: TaxonomyNodeInput[]) {
+  refuseDuplicateNodes(nodes);
   return db.transaction(async (tx) => {
     await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended(${"taxonomy:" + version}, 0))`);
     const nodeRows = JSON.stringify(nodes.map((n) => ({ node_id: n.node_id, label: n.label })));
@@ -35,7 +50,8 @@ export async function upsertTaxonomy(db: Db, version: string, nodes: TaxonomyNod
       from jsonb_to_recordset(${nodeRows}::jsonb) as x(node_id uuid, label text)
       on conflict (node_id, version) do update set label = excluded.label`);
 
-    const edges = nodes.flatMap((n) => (n.parent_ids ?? []).map((p) => ({ parent_id: p, child_id: n.node_id })));
+    // A parent named twice for one node is one edge.
+    const edges = nodes.flatMap((n) => [...new Set(n.parent_ids ?? [])].map((p) => ({ parent_id: p, child_id: n.node_id })));
     if (edges.length > 0) {
       const selfLoop = edges.find((e) => e.parent_id === e.child_id);
       if (selfLoop)

@@ -229,6 +229,19 @@ test("a node of another version is 400 unknown_taxonomy_node", async () => {
   ]);
 });
 
+test("a node listed twice in one taxonomy request is 400 naming both places; a parent named twice is one edge", async () => {
+  const twice = uuid();
+  await expectRejectedWithoutWrites(400, "validation_error", async () => {
+    const res = await ctx.request("POST", "taxonomies", { body: { version: V1, nodes: [{ node_id: twice, label: "a" }, { node_id: uuid(), label: "b" }, { node_id: twice, label: "c" }] } });
+    expect(res.body.error.details.issues).toEqual([{ path: "/nodes/2/node_id", message: "duplicate of /nodes/0/node_id" }]);
+    return [["duplicate node", res]];
+  });
+  const child = uuid();
+  const res = await ctx.request("POST", "taxonomies", { body: { version: V1, nodes: [{ node_id: child, label: "c", parent_ids: [root, root] }] } });
+  expect(res.status).toBe(201);
+  expect(res.body.edges_written).toBe(1);
+});
+
 describe("a body over the configured size limit is 413 payload_too_large", () => {
   // Valid in every other way: only the size is wrong.
   const bigDoc = () => JSON.stringify(validDoc({ chunks: [{ text: "t".repeat(MAX_BODY) }] }));
