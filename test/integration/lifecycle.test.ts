@@ -388,3 +388,30 @@ describe("leases", () => {
     });
   });
 });
+
+describe("deleting an agent", () => {
+  test("while its refresh runs and another is pending: both tasks go with it, nothing is written for it, and the engine runs the next task", async () => {
+    const doomed = await agentFor(ctx, "slow", 400);
+    await withEngine(await engineFor(ctx), async (engine) => {
+      const runningId = await refresh(ctx, doomed);
+      await engine.waitForEvent(started(runningId));
+      const pendingId = await refresh(ctx, doomed); // queued behind it (one worker)
+      expect((await ctx.request("DELETE", `agents/${doomed}`)).status).toBe(204);
+      expect((await ctx.request("GET", `tasks/${runningId}`)).status).toBe(404);
+      expect((await ctx.request("GET", `tasks/${pendingId}`)).status).toBe(404);
+
+      // The actor finishes its work, but its fenced completion matches no row: it lets the task go.
+      expect(await engine.waitForEvent(finished(runningId))).toMatchObject({ outcome: "released" });
+      // The pending id still in Redis is popped, matches no row when claimed, and is dropped.
+      const next = await refresh(ctx, await agentFor(ctx));
+      expect(await engine.waitForEvent(finished(next))).toMatchObject({ outcome: "completed" });
+      expect(count(engine, started(pendingId))).toBe(0);
+      expect(count(engine, (e) => e.type === "worker_crashed")).toBe(0);
+      const [left] = await ctx.database.db.execute<{ tasks: number; history: number }>(sql`
+        select (select count(*)::int from background_tasks where agent_id = ${doomed}) as tasks,
+               (select count(*)::int from coverage_history where agent_id = ${doomed}) as history`);
+      expect(left).toEqual({ tasks: 0, history: 0 });
+    });
+  });
+});
+
