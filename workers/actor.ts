@@ -208,6 +208,10 @@ class Actor {
           if (await endTask(db, taskId, leaseToken, "timeout", "task exceeded its time limit")) this.send({ type: "timed_out", taskId });
           else this.send({ type: "released", taskId, status: "unchanged", reason: "lease_lost" });
           return;
+        case "lease_lost":
+          // The row is gone or has another owner: nothing of ours may be written.
+          this.send({ type: "released", taskId, status: "unchanged", reason: "lease_lost" });
+          return;
         case "shutdown": {
           const back = await requeueTask(db, taskId, leaseToken, "handed back on shutdown", true);
           if (back?.status === "pending") await this.dispatcher.dispatch([{ taskId, priority: back.priority, score: Date.parse(back.created_at) }]);

@@ -17,7 +17,11 @@ export interface WorkerSettings {
   popTimeoutSeconds: number;
 }
 
-export type CancelReason = "cancelled" | "timeout" | "shutdown";
+/**
+ * Why the supervisor stops a task: a client's cancel, the time limit, a shutdown, or a lease
+ * it could not renew (the row is gone or belongs to another owner: write nothing, stop now).
+ */
+export type CancelReason = "cancelled" | "timeout" | "shutdown" | "lease_lost";
 
 /** What a `released` task became: what the actor's requeue wrote, or `unchanged` (nothing written). */
 export const RELEASED_STATUSES = ["pending", "failed", "cancelled", "unchanged"] as const;
@@ -100,7 +104,7 @@ export function isSupervisorMessage(v: unknown): v is SupervisorMessage {
     case "init":
       return str(v.workerId) && isObject(v.settings);
     case "cancel":
-      return str(v.taskId) && (v.reason === "cancelled" || v.reason === "timeout" || v.reason === "shutdown");
+      return str(v.taskId) && (v.reason === "cancelled" || v.reason === "timeout" || v.reason === "shutdown" || v.reason === "lease_lost");
     case "drain":
       return true;
     default:

@@ -86,6 +86,7 @@ const STATUS_FOR: Record<CancelReason, "cancelled" | "timeout" | null> = {
   cancelled: "cancelled",
   timeout: "timeout",
   shutdown: null,
+  lease_lost: null,
 };
 
 export class Supervisor {
@@ -413,6 +414,12 @@ export class Supervisor {
       this.emit({ type: "task_finished", taskId: task.taskId, outcome: status === "timeout" ? "timed_out" : "cancelled", workerId: "supervisor" });
       return;
     }
+    if (task.stopping === "lease_lost") {
+      // Not ours any more (deleted, or retried elsewhere after our lease lapsed): write nothing.
+      this.telemetry.released({ ...ref, reason: "lease_lost" });
+      this.emit({ type: "task_finished", taskId: task.taskId, outcome: "released", workerId: "supervisor" });
+      return;
+    }
     const refund = task.stopping === "shutdown";
     const back = await requeueTask(db, task.taskId, task.leaseToken, crashReason ?? "handed back on shutdown", refund);
     if (back?.status === "pending")
@@ -428,9 +435,19 @@ export class Supervisor {
   private async renew() {
     const leases = this.slots.flatMap((s) => (s?.task ? [{ taskId: s.task.taskId, leaseToken: s.task.leaseToken }] : []));
     try {
-      const { cancelRequested } = await renewLeases(this.options.database.db, leases, this.options.config.leaseMs);
+      const { renewed, cancelRequested } = await renewLeases(this.options.database.db, leases, this.options.config.leaseMs);
       // A cancel whose pub/sub message we missed (reconnect) is caught here.
       for (const taskId of cancelRequested) this.relayCancel(taskId);
+      // A lease that matched no row is lost: the task was deleted (with its agent) or, after our
+      // lease lapsed, taken by another supervisor. Stop the work now rather than at its end,
+      // when its fenced completion would be refused anyway. (A task that just ended on its own
+      // matches no row either; its actor has already moved on and ignores the stop.)
+      const kept = new Set(renewed);
+      for (const slot of this.slots)
+        if (slot?.task && leases.some((l) => l.taskId === slot.task!.taskId) && !kept.has(slot.task.taskId)) {
+          this.options.logger.warn({ task_id: slot.task.taskId, worker_id: slot.id }, "lease lost; stopping the task");
+          this.stopTask(slot, slot.task.taskId, "lease_lost");
+        }
       await this.publishCapacity();
     } catch (error) {
       this.options.logger.warn({ err: error }, "lease renewal failed; retrying");

@@ -390,18 +390,20 @@ describe("leases", () => {
 });
 
 describe("deleting an agent", () => {
-  test("while its refresh runs and another is pending: both tasks go with it, nothing is written for it, and the engine runs the next task", async () => {
-    const doomed = await agentFor(ctx, "slow", 400);
+  test("while its refresh runs and another is pending: both tasks go with it, the running one stops at the next lease renewal, nothing is written for it, and the engine runs the next task", async () => {
+    const doomed = await agentFor(ctx, "slow", 5000);
     await withEngine(await engineFor(ctx), async (engine) => {
       const runningId = await refresh(ctx, doomed);
-      await engine.waitForEvent(started(runningId));
+      // Under way: the handler has read its agent and reported a first step.
+      await engine.waitForEvent((e) => e.type === "task_progress" && e.taskId === runningId);
       const pendingId = await refresh(ctx, doomed); // queued behind it (one worker)
       expect((await ctx.request("DELETE", `agents/${doomed}`)).status).toBe(204);
       expect((await ctx.request("GET", `tasks/${runningId}`)).status).toBe(404);
       expect((await ctx.request("GET", `tasks/${pendingId}`)).status).toBe(404);
 
-      // The actor finishes its work, but its fenced completion matches no row: it lets the task go.
-      expect(await engine.waitForEvent(finished(runningId))).toMatchObject({ outcome: "released" });
+      // Its lease matches no row at the next renewal (every lease/3 = 500 ms): the supervisor stops
+      // the actor, which writes nothing, long before the task's 5 s of work would end.
+      expect(await within(engine.waitForEvent(finished(runningId)), 2500, "the deleted agent's task to stop")).toMatchObject({ outcome: "released" });
       // The pending id still in Redis is popped, matches no row when claimed, and is dropped.
       const next = await refresh(ctx, await agentFor(ctx));
       expect(await engine.waitForEvent(finished(next))).toMatchObject({ outcome: "completed" });
@@ -413,5 +415,20 @@ describe("deleting an agent", () => {
       expect(left).toEqual({ tasks: 0, history: 0 });
     });
   });
+  test("while an actor that ignores stops runs its refresh: the thread is terminated after the grace period and nothing is written", async () => {
+    const doomed = await agentFor(ctx, "hangs");
+    await withEngine(await engineFor(ctx), async (engine) => {
+      const id = await refresh(ctx, doomed);
+      const first = await engine.waitForEvent(started(id));
+      const stuckWorker = first.type === "task_started" ? first.workerId : "";
+      // Delete once the handler has read its agent and hangs (it reports 10 % first).
+      await engine.waitForEvent((e) => e.type === "task_progress" && e.taskId === id);
+      expect((await ctx.request("DELETE", `agents/${doomed}`)).status).toBe(204);
+      expect(await within(engine.waitForEvent(finished(id)), 3000, "the hung task to be settled")).toMatchObject({ outcome: "released", workerId: "supervisor" });
+      await engine.waitForEvent((e) => e.type === "worker_replaced" && e.workerId === stuckWorker);
+      expect(count(engine, (e) => e.type === "worker_crashed")).toBe(0);
+      const next = await refresh(ctx, await agentFor(ctx));
+      expect(await engine.waitForEvent(finished(next))).toMatchObject({ outcome: "completed" });
+    });
+  });
 });
-

@@ -64,6 +64,7 @@ const VALID_SUPERVISOR: Record<SupervisorMessage["type"], SupervisorMessage[]> =
     { type: "cancel", taskId: "t", reason: "cancelled" },
     { type: "cancel", taskId: "t", reason: "timeout" },
     { type: "cancel", taskId: "t", reason: "shutdown" },
+    { type: "cancel", taskId: "t", reason: "lease_lost" },
   ],
   drain: [{ type: "drain" }],
 };
