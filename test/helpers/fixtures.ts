@@ -1,6 +1,8 @@
-/** Builders for corpus data sent through the API. */
+/** Builders for corpus data sent through the API, and for task rows written directly. */
 import { randomUUID } from "node:crypto";
 import type { TestContext } from "./app.ts";
+import type { NewTask } from "../../src/db/tasks.ts";
+import { newTaskId } from "../../src/core/tasks.ts";
 
 export const uuid = () => randomUUID();
 
@@ -37,3 +39,15 @@ export async function postAgent(ctx: TestContext, body: Record<string, unknown>)
   if (res.status !== 201) throw new Error(`agent setup failed: ${res.status} ${res.text}`);
   return res.body as { agent_id: string };
 }
+
+/** A task row for the statements of src/db/tasks.ts: medium priority, no webhook, 60 s, 2 attempts, not deduplicated. */
+export const taskInput = (agentId: string, over: Partial<NewTask> = {}): NewTask => ({
+  taskId: newTaskId(),
+  agentId,
+  priority: "medium",
+  webhookUrl: null,
+  timeoutMs: 60_000,
+  maxAttempts: 2,
+  dedupe: false,
+  ...over,
+});

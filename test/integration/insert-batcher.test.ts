@@ -7,9 +7,8 @@
 import { afterAll, beforeAll, beforeEach, expect, test } from "bun:test";
 import { sql } from "drizzle-orm";
 import { createTestContext, type TestContext } from "../helpers/app.ts";
-import { postAgent, postTaxonomy, uuid } from "../helpers/fixtures.ts";
-import { insertTask, type NewTask } from "../../src/db/tasks.ts";
-import { newTaskId } from "../../src/core/tasks.ts";
+import { postAgent, postTaxonomy, taskInput, uuid } from "../helpers/fixtures.ts";
+import { insertTask } from "../../src/db/tasks.ts";
 import { TaskInsertBatcher } from "../../src/tasks/insertBatcher.ts";
 import { TaskService } from "../../src/tasks/service.ts";
 import { openDatabase } from "../../src/db/client.ts";
@@ -30,16 +29,7 @@ beforeEach(async () => {
 });
 
 const newAgent = async () => (await postAgent(ctx, { taxonomy_node_ids: [root] })).agent_id as string;
-const newTask = (agentId: string, over: Partial<NewTask> = {}): NewTask => ({
-  taskId: newTaskId(),
-  agentId,
-  priority: "medium",
-  webhookUrl: null,
-  timeoutMs: 60_000,
-  maxAttempts: 2,
-  dedupe: false,
-  ...over,
-});
+const newTask = taskInput;
 const rowCount = async () => (await db().execute<{ n: number }>(sql`select count(*)::int as n from background_tasks`))[0]!.n;
 
 test("requests that arrive together are written by one statement, each caller getting its own task", async () => {

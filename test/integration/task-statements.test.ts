@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, beforeEach, expect, test } from "bun:test";
 import { sql } from "drizzle-orm";
 import { createTestContext, type TestContext } from "../helpers/app.ts";
-import { postAgent, postTaxonomy, uuid } from "../helpers/fixtures.ts";
+import { postAgent, postTaxonomy, taskInput, uuid } from "../helpers/fixtures.ts";
 import {
   claimTask,
   completeTask,
@@ -22,7 +22,6 @@ import {
   stalePendingTasks,
   type NewTask,
 } from "../../src/db/tasks.ts";
-import { newTaskId } from "../../src/core/tasks.ts";
 import type { CoverageResult } from "../../src/coverage/meter.ts";
 
 let ctx: TestContext;
@@ -41,16 +40,7 @@ beforeEach(async () => {
   await db().execute(sql`delete from coverage_history`);
 });
 
-const newTask = (over: Partial<NewTask> = {}): NewTask => ({
-  taskId: newTaskId(),
-  agentId,
-  priority: "medium",
-  webhookUrl: null,
-  timeoutMs: 60_000,
-  maxAttempts: 2,
-  dedupe: false,
-  ...over,
-});
+const newTask = (over: Partial<NewTask> = {}): NewTask => taskInput(agentId, over);
 
 const result = (): CoverageResult => ({
   agent_id: agentId,
