@@ -325,21 +325,25 @@ export async function requeueExpiredLeases(db: DbOrTx, limit = 500): Promise<Red
   return rows.map((r) => ({ ...(r as unknown as Redispatch), created_at: toIso(r.created_at as string) }));
 }
 
-/** Extends the leases of the tasks a supervisor runs; returns those whose cancel was requested. */
+/** Extends the leases of the tasks a supervisor runs; returns the leases renewed (by token) and the tasks whose cancel was requested. */
 export async function renewLeases(
   db: DbOrTx,
   leases: readonly { taskId: string; leaseToken: string }[],
   leaseMs: number,
-): Promise<{ renewed: string[]; cancelRequested: string[] }> {
-  if (leases.length === 0) return { renewed: [], cancelRequested: [] };
-  const rows = await db.execute<{ task_id: string; cancellation_requested: boolean }>(sql`
+): Promise<{ renewedTokens: string[]; cancelRequested: string[] }> {
+  if (leases.length === 0) return { renewedTokens: [], cancelRequested: [] };
+  const rows = await db.execute<{ task_id: string; lease_token: string; cancellation_requested: boolean }>(sql`
     update background_tasks t
     set lease_expires_at = now() + ${leaseMs} * interval '1 millisecond'
     from jsonb_to_recordset(${JSON.stringify(leases.map((l) => ({ task_id: l.taskId, lease_token: l.leaseToken })))}::jsonb)
          as x(task_id text, lease_token uuid)
     where t.task_id = x.task_id and t.lease_token = x.lease_token and t.status = 'running'
-    returning t.task_id, t.cancellation_requested`);
-  return { renewed: rows.map((r) => r.task_id), cancelRequested: rows.filter((r) => r.cancellation_requested).map((r) => r.task_id) };
+    returning t.task_id, t.lease_token, t.cancellation_requested`);
+  return {
+    // By token: the same task may be held under an old lease and, after a retry, a new one.
+    renewedTokens: rows.map((r) => r.lease_token),
+    cancelRequested: rows.filter((r) => r.cancellation_requested).map((r) => r.task_id),
+  };
 }
 
 /** Pending tasks not touched for `olderThanMs`: candidates for re-dispatch if Redis lost them. */

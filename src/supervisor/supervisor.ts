@@ -435,16 +435,17 @@ export class Supervisor {
   private async renew() {
     const leases = this.slots.flatMap((s) => (s?.task ? [{ taskId: s.task.taskId, leaseToken: s.task.leaseToken }] : []));
     try {
-      const { renewed, cancelRequested } = await renewLeases(this.options.database.db, leases, this.options.config.leaseMs);
+      const { renewedTokens, cancelRequested } = await renewLeases(this.options.database.db, leases, this.options.config.leaseMs);
       // A cancel whose pub/sub message we missed (reconnect) is caught here.
       for (const taskId of cancelRequested) this.relayCancel(taskId);
       // A lease that matched no row is lost: the task was deleted (with its agent) or, after our
       // lease lapsed, taken by another supervisor. Stop the work now rather than at its end,
       // when its fenced completion would be refused anyway. (A task that just ended on its own
       // matches no row either; its actor has already moved on and ignores the stop.)
-      const kept = new Set(renewed);
+      const asked = new Set(leases.map((l) => l.leaseToken));
+      const kept = new Set(renewedTokens);
       for (const slot of this.slots)
-        if (slot?.task && leases.some((l) => l.taskId === slot.task!.taskId) && !kept.has(slot.task.taskId)) {
+        if (slot?.task && asked.has(slot.task.leaseToken) && !kept.has(slot.task.leaseToken)) {
           this.options.logger.warn({ task_id: slot.task.taskId, worker_id: slot.id }, "lease lost; stopping the task");
           this.stopTask(slot, slot.task.taskId, "lease_lost");
         }

@@ -181,9 +181,9 @@ test("lease renewal extends only matching leases and reports requested cancels",
     ],
     60_000,
   );
-  expect(renewed.renewed.sort()).toEqual([a.taskId, b.taskId].sort());
+  expect(renewed.renewedTokens.sort()).toEqual([a.leaseToken, b.leaseToken].sort());
   expect(renewed.cancelRequested).toEqual([b.taskId]);
-  expect(await renewLeases(db(), [], 1000)).toEqual({ renewed: [], cancelRequested: [] });
+  expect(await renewLeases(db(), [], 1000)).toEqual({ renewedTokens: [], cancelRequested: [] });
 });
 
 test("stale pending tasks are listed oldest first; fresh ones are not", async () => {
