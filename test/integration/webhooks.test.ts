@@ -96,7 +96,8 @@ const finished = (taskId: string, timeoutMs = 15_000) =>
   eventually(
     async () => {
       const d = await getDelivery(ctx.database.db, taskId);
-      return d && d.status !== "pending" ? d : undefined;
+      // A sender counts its metrics just after the row is written: wait until none is mid-delivery.
+      return d && d.status !== "pending" && running.senders.every((s) => s.busy === 0) ? d : undefined;
     },
     timeoutMs,
     `delivery of ${taskId} to finish`,
@@ -373,6 +374,8 @@ describe("durability", () => {
       expect(payload.result).toMatchObject({ overall_coverage: 10, total_documents: 1, total_chunks: 2 });
       const task = await ctx.request("GET", `tasks/${res.body.task_id}`);
       expect(payload.completed_at).toBe(task.body.completed_at);
+      // The receiver has answered; the sender records the attempt just after: wait for that.
+      expect((await finished(res.body.task_id)).status).toBe("delivered");
       expect((await ctx.request("GET", `tasks/${res.body.task_id}/webhook`)).body.status).toBe("delivered");
     } finally {
       await engine.stop();
