@@ -5,25 +5,17 @@
  * on pending, just-claimed, running and already finished tasks. Right after each
  * DELETE answers, the task's row tells what the cancel met.
  */
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { sql } from "drizzle-orm";
-import { createTestContext, type TestContext } from "../helpers/app.ts";
+import type { TestContext } from "../helpers/app.ts";
 import { FAST_ENGINE, spawnSupervisor } from "../helpers/engine.ts";
-import { Children, createCorpus, enqueue, expectExactlyOnceEffects, exitWithin, mapLimit, waitAllTerminal } from "./support.ts";
+import { createCorpus, e2eSuite, enqueue, expectExactlyOnceEffects, exitWithin, mapLimit, waitAllTerminal } from "./support.ts";
 
 const TASKS = 500;
 const AGENTS = 50;
 const LANES = 10;
-const children = new Children();
 let ctx: TestContext;
-
-beforeAll(async () => {
-  ctx = await createTestContext(FAST_ENGINE);
-});
-afterAll(async () => {
-  await children.killAll();
-  await ctx.close();
-});
+const children = e2eSuite((c) => (ctx = c));
 
 type Met = "pending" | "running" | "finished";
 

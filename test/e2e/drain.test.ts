@@ -4,12 +4,12 @@
  * handed back (pending again, attempt refunded, back in Redis), and the process
  * exits 0. Pending tasks stay pending and queued for whoever comes next.
  */
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { beforeAll, expect, test } from "bun:test";
 import { sql } from "drizzle-orm";
-import { createTestContext, type TestContext } from "../helpers/app.ts";
+import type { TestContext } from "../helpers/app.ts";
 import { eventually, FAST_ENGINE, spawnSupervisor, type SupervisorProcess } from "../helpers/engine.ts";
 import {
-  Children,
+  e2eSuite,
   createCorpus,
   enqueue,
   expectExactlyOnceEffects,
@@ -21,17 +21,11 @@ import {
   type Corpus,
 } from "./support.ts";
 
-const children = new Children();
 let ctx: TestContext;
 let corpus: Corpus;
-
+const children = e2eSuite((c) => (ctx = c));
 beforeAll(async () => {
-  ctx = await createTestContext(FAST_ENGINE);
   corpus = await createCorpus(ctx);
-});
-afterAll(async () => {
-  await children.killAll();
-  await ctx.close();
 });
 
 const runningOn = async (p: SupervisorProcess) =>

@@ -5,11 +5,11 @@
  * times mid-run, each time at an instant when some worker thread's statement is
  * in flight. The engine must recover on its own, promptly.
  */
-import { afterAll, beforeAll, expect, test } from "bun:test";
-import { createTestContext, type TestContext } from "../helpers/app.ts";
+import { expect, test } from "bun:test";
+import type { TestContext } from "../helpers/app.ts";
 import { eventually, FAST_ENGINE, spawnSupervisor } from "../helpers/engine.ts";
 import {
-  Children,
+  e2eSuite,
   createCorpus,
   enqueue,
   expectExactlyOnceEffects,
@@ -23,16 +23,8 @@ import {
 } from "./support.ts";
 
 const TASKS = 40;
-const children = new Children();
 let ctx: TestContext;
-
-beforeAll(async () => {
-  ctx = await createTestContext(FAST_ENGINE);
-});
-afterAll(async () => {
-  await children.killAll();
-  await ctx.close();
-}, 15_000);
+const children = e2eSuite((c) => (ctx = c));
 
 /** Reads state on a pool of its own (see withFreshPool); undefined if that read itself hit a terminated backend. */
 async function observe<T>(read: (c: TestContext) => Promise<T>): Promise<T | undefined> {

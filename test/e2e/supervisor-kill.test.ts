@@ -3,12 +3,12 @@
  * terminal status, exactly-once effects): two supervisor processes share the
  * database and the Redis prefix; one is killed with SIGKILL mid-run.
  */
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { sql } from "drizzle-orm";
-import { createTestContext, type TestContext } from "../helpers/app.ts";
+import type { TestContext } from "../helpers/app.ts";
 import { eventually, FAST_ENGINE, spawnSupervisor } from "../helpers/engine.ts";
 import {
-  Children,
+  e2eSuite,
   createCorpus,
   enqueue,
   expectExactlyOnceEffects,
@@ -19,16 +19,8 @@ import {
 } from "./support.ts";
 
 const TASKS = 40;
-const children = new Children();
 let ctx: TestContext;
-
-beforeAll(async () => {
-  ctx = await createTestContext(FAST_ENGINE);
-});
-afterAll(async () => {
-  await children.killAll();
-  await ctx.close();
-});
+const children = e2eSuite((c) => (ctx = c));
 
 test("kill -9 of one of two supervisor processes: every task still completes exactly once, the dead one's tasks are retried", async () => {
   const corpus = await createCorpus(ctx);

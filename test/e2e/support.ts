@@ -3,11 +3,11 @@
  * whose fixture behaviour is chosen per agent, enqueueing through the API,
  * reading the final PostgreSQL state, and the invariants every file checks on it.
  */
-import { expect } from "bun:test";
+import { afterAll, beforeAll, expect } from "bun:test";
 import postgres from "postgres";
 import { sql } from "drizzle-orm";
-import type { TestContext } from "../helpers/app.ts";
-import { eventually, type SupervisorProcess } from "../helpers/engine.ts";
+import { createTestContext, type TestContext } from "../helpers/app.ts";
+import { eventually, FAST_ENGINE, type SupervisorProcess } from "../helpers/engine.ts";
 import { postAgent, postDocument, postTaxonomy, uuid } from "../helpers/fixtures.ts";
 import { TEST_SERVER_URL } from "../helpers/db.ts";
 import { PRIORITIES, type Priority } from "../../src/core/tasks.ts";
@@ -213,6 +213,24 @@ export class Children {
     for (const p of live) p.proc.kill("SIGKILL");
     await Promise.all(live.map((p) => p.exited));
   }
+}
+
+/**
+ * The hooks every end-to-end file needs: a test context with the fast engine settings
+ * (handed to `use` once created), and the supervisor processes it starts, killed at the end.
+ */
+export function e2eSuite(use: (ctx: TestContext) => void): Children {
+  const children = new Children();
+  let ctx: TestContext | undefined;
+  beforeAll(async () => {
+    ctx = await createTestContext(FAST_ENGINE);
+    use(ctx);
+  });
+  afterAll(async () => {
+    await children.killAll();
+    await ctx?.close();
+  }, 15_000);
+  return children;
 }
 
 /** Resolves with the exit code, or rejects if the process is still alive after `ms`. */
