@@ -4,14 +4,15 @@
  * people's tests, so "Redis lost its data" (FLUSHALL, failover to an empty
  * replica) is simulated by deleting every key of THIS test's prefix only.
  */
-import { afterAll, beforeAll, expect, test } from "bun:test";
-import { createTestContext, type TestContext } from "../helpers/app.ts";
-import { eventually, FAST_ENGINE, startTestEngine } from "../helpers/engine.ts";
+import { beforeAll, expect, test } from "bun:test";
+import type { TestContext } from "../helpers/app.ts";
+import { eventually, startTestEngine } from "../helpers/engine.ts";
 import { FIXTURE_WORKERS } from "../fixtures/workers/index.ts";
+import { taskInput } from "../helpers/fixtures.ts";
 import { insertTask } from "../../src/db/tasks.ts";
-import { newTaskId } from "../../src/core/tasks.ts";
 import {
   createCorpus,
+  e2eSuite,
   enqueue,
   expectExactlyOnceEffects,
   loseRedisData,
@@ -24,12 +25,10 @@ import {
 
 let ctx: TestContext;
 let corpus: Corpus;
-
+e2eSuite((c) => (ctx = c));
 beforeAll(async () => {
-  ctx = await createTestContext(FAST_ENGINE);
   corpus = await createCorpus(ctx);
 });
-afterAll(() => ctx.close());
 
 test("all keys of the prefix deleted mid-run (simulated FLUSHALL): queued, running and newly enqueued tasks all complete exactly once", async () => {
   const engine = await startTestEngine(ctx, { workers: 3, workerUrl: FIXTURE_WORKERS.scripted });
@@ -63,15 +62,10 @@ test("a pending task Redis never heard of (INSERT committed, ZADD lost) and one 
   const agentA = await corpus.agent({ mode: "slow", ms: 100 });
   const agentB = await corpus.agent({ mode: "slow", ms: 100 });
   // (a) The API's crash window: the row is written, the process dies before ZADD.
-  const { task: neverQueued } = await insertTask(ctx.database.db, {
-    taskId: newTaskId(),
-    agentId: agentA,
-    priority: "high",
-    webhookUrl: null,
-    timeoutMs: ctx.config.taskTimeoutMs,
-    maxAttempts: ctx.config.maxAttempts,
-    dedupe: true,
-  });
+  const { task: neverQueued } = await insertTask(
+    ctx.database.db,
+    taskInput(agentA, { priority: "high", timeoutMs: ctx.config.taskTimeoutMs, maxAttempts: ctx.config.maxAttempts, dedupe: true }),
+  );
   // (b) Enqueued normally (no engine runs yet), then its id vanishes from Redis.
   const removed = await enqueue(ctx, agentB, { priority: "low" });
   expect(await ctx.redis.zrem(`${ctx.config.redisPrefix}:{coverage}:queue:low`, removed)).toBe(1);

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { sql } from "drizzle-orm";
 import { createTestContext, type TestContext } from "../helpers/app.ts";
 import { eventually, FAST_ENGINE, startTestEngine, waitForStatus } from "../helpers/engine.ts";
-import { postAgent, postTaxonomy, uuid } from "../helpers/fixtures.ts";
+import { postAgent, postTaxonomy, taskInput, uuid } from "../helpers/fixtures.ts";
 import { captureLogs, families, samples, type CapturedLogs } from "../helpers/metrics.ts";
 import { FIXTURE_WORKERS } from "../fixtures/workers/index.ts";
 import { Reconciler } from "../../src/supervisor/reconciler.ts";
@@ -16,7 +16,6 @@ import { Dispatcher } from "../../src/queue/dispatch.ts";
 import { queueKeys } from "../../src/queue/keys.ts";
 import { claimTask, insertTask, requestCancel } from "../../src/db/tasks.ts";
 import { countOverdueTasks, oldestQueuedAgeSeconds } from "../../src/metrics/sources.ts";
-import { newTaskId } from "../../src/core/tasks.ts";
 
 const TIMEOUT_MS = 1500;
 let ctx: TestContext;
@@ -212,15 +211,7 @@ describe("reconciler metrics", () => {
   /** A running task whose owner "died": claimed with a 1 ms lease that nobody renews. */
   async function orphan(options: { maxAttempts?: number; cancel?: boolean } = {}) {
     const agentId = await agentFor();
-    const { task } = await insertTask(ctx.database.db, {
-      taskId: newTaskId(),
-      agentId,
-      priority: "medium",
-      webhookUrl: null,
-      timeoutMs: 60_000,
-      maxAttempts: options.maxAttempts ?? 3,
-      dedupe: false,
-    });
+    const { task } = await insertTask(ctx.database.db, taskInput(agentId, { maxAttempts: options.maxAttempts ?? 3 }));
     const claim = await claimTask(ctx.database.db, task.task_id, "dead-owner", 1);
     expect(claim).not.toBeNull();
     if (options.cancel) await requestCancel(ctx.database.db, task.task_id);
@@ -292,15 +283,7 @@ describe("scrape-time gauges", () => {
 
   test("overdue tasks: running past started_at + timeout + grace, found through an index on status", async () => {
     const agentId = await agentFor();
-    const { task } = await insertTask(ctx.database.db, {
-      taskId: newTaskId(),
-      agentId,
-      priority: "medium",
-      webhookUrl: null,
-      timeoutMs: 1000,
-      maxAttempts: 3,
-      dedupe: false,
-    });
+    const { task } = await insertTask(ctx.database.db, taskInput(agentId, { timeoutMs: 1000, maxAttempts: 3 }));
     await claimTask(ctx.database.db, task.task_id, "wedged", 60_000);
     expect(await countOverdueTasks(ctx.database, ctx.config.cancelGraceMs)).toBe(0);
     await ctx.database.db.execute(sql`update background_tasks set started_at = now() - interval '1 second' - ${ctx.config.cancelGraceMs + 100} * interval '1 millisecond' where task_id = ${task.task_id}`);

@@ -9,7 +9,7 @@ import { createHmac } from "node:crypto";
 import { sql } from "drizzle-orm";
 import { Webhook } from "standardwebhooks";
 import { createTestContext, TEST_WEBHOOK_SECRET, type TestContext } from "../helpers/app.ts";
-import { postAgent, postTaxonomy, postDocument, uuid } from "../helpers/fixtures.ts";
+import { postAgent, postDocument, postTaxonomy, taskInput, uuid } from "../helpers/fixtures.ts";
 import { eventually, spawnSupervisor, startTestEngine } from "../helpers/engine.ts";
 import { startReceiver, type Receiver, type Reply } from "../helpers/receiver.ts";
 import { WebhookSender } from "../../src/webhooks/sender.ts";
@@ -79,15 +79,7 @@ async function cancelledTaskWithWebhook(url: string): Promise<string> {
 
 /** Same, with a URL written straight to the row (bypassing the request-time check) to test the delivery-time one. */
 async function cancelledTaskWithStoredUrl(url: string): Promise<string> {
-  const { task } = await insertTask(ctx.database.db, {
-    taskId: newTaskId(),
-    agentId: await newAgent(),
-    priority: "medium",
-    webhookUrl: url,
-    timeoutMs: 1000,
-    maxAttempts: 1,
-    dedupe: false,
-  });
+  const { task } = await insertTask(ctx.database.db, taskInput(await newAgent(), { webhookUrl: url, timeoutMs: 1000, maxAttempts: 1 }));
   expect((await ctx.request("DELETE", `tasks/${task.task_id}`)).status).toBe(204);
   return task.task_id;
 }
@@ -292,15 +284,10 @@ describe("durability", () => {
   test("the outbox row commits and rolls back with the statement that ends the task", async () => {
     const agentId = await newAgent();
     const start = async () => {
-      const { task } = await insertTask(ctx.database.db, {
-        taskId: newTaskId(),
-        agentId,
-        priority: "low",
-        webhookUrl: "https://93.184.215.14/hook",
-        timeoutMs: 1000,
-        maxAttempts: 1,
-        dedupe: false,
-      });
+      const { task } = await insertTask(
+        ctx.database.db,
+        taskInput(agentId, { priority: "low", webhookUrl: "https://93.184.215.14/hook", timeoutMs: 1000, maxAttempts: 1 }),
+      );
       return (await claimTask(ctx.database.db, task.task_id, "test", 60_000))!;
     };
     const rolledBack = await start();
