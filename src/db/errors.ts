@@ -24,11 +24,17 @@ const TRANSIENT_CODES = new Set([
   "08004",
 ]);
 
-/** True when `error` (or the error it wraps, as Drizzle does) means the connection failed. */
-export function isTransientDbError(error: unknown): boolean {
+/** True when `error`, or an error it wraps (Drizzle keeps the driver's as `cause`), has a code `matches` accepts. */
+export function hasErrorCode(error: unknown, matches: (code: string) => boolean): boolean {
   for (let e: unknown = error, depth = 0; e && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
     const code = (e as { code?: unknown }).code;
-    if (typeof code === "string" && TRANSIENT_CODES.has(code)) return true;
+    if (typeof code === "string" && matches(code)) return true;
   }
   return false;
 }
+
+/** True when `error` (or the error it wraps) means the connection failed. */
+export const isTransientDbError = (error: unknown): boolean => hasErrorCode(error, (code) => TRANSIENT_CODES.has(code));
+
+/** A foreign key violation (23503): the row referred to does not exist. */
+export const isForeignKeyViolation = (error: unknown): boolean => hasErrorCode(error, (code) => code === "23503");

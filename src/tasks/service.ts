@@ -8,6 +8,7 @@ import type { Config } from "../config.ts";
 import type { Database } from "../db/client.ts";
 import { getTask, requestCancel, type InsertOutcome, type TaskRecord } from "../db/tasks.ts";
 import { TaskInsertBatcher } from "./insertBatcher.ts";
+import { isForeignKeyViolation } from "../db/errors.ts";
 import { isTerminal, newTaskId, type Priority } from "../core/tasks.ts";
 import { AppError, notFound } from "../core/errors.ts";
 import { checkWebhookUrl, UnsafeUrlError } from "../webhooks/urlSafety.ts";
@@ -24,11 +25,6 @@ export interface TaskView extends TaskRecord {
 /** Used for estimates until some task has completed. */
 const DEFAULT_RUNTIME_MS = 1000;
 
-const isForeignKeyViolation = (error: unknown) => {
-  for (let e: unknown = error, depth = 0; e && depth < 4; e = (e as { cause?: unknown }).cause, depth++)
-    if ((e as { code?: unknown }).code === "23503") return true;
-  return false;
-};
 const RUNTIME_SAMPLES = 20;
 
 export class TaskService {
