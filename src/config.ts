@@ -34,6 +34,8 @@ export const ConfigSchema = t.Object({
   ]),
   /** Worker threads of a supervisor. */
   workers: t.Integer({ minimum: 0, maximum: 256 }),
+  /** Tasks one worker thread runs at once (coverage work waits on PostgreSQL, not on the CPU). */
+  workerConcurrency: t.Integer({ minimum: 1, maximum: 256 }),
   /** Run-time limit of one attempt of a task; past it the task ends `timeout`. */
   taskTimeoutMs: t.Integer({ minimum: 10 }),
   /** Claims of one task before a dead owner makes it `failed`. */
@@ -107,6 +109,7 @@ export const ENV_NAMES: Record<keyof Config, string> = {
   bulkMaxDocuments: "AGENTQ_BULK_MAX_DOCUMENTS",
   logLevel: "LOG_LEVEL",
   workers: "WORKERS",
+  workerConcurrency: "AGENTQ_WORKER_CONCURRENCY",
   taskTimeoutMs: "AGENTQ_TASK_TIMEOUT_MS",
   maxAttempts: "AGENTQ_MAX_ATTEMPTS",
   leaseMs: "AGENTQ_LEASE_MS",
@@ -144,6 +147,7 @@ export const DEFAULTS: Config = {
   bulkMaxDocuments: 1000,
   logLevel: "info",
   workers: 2,
+  workerConcurrency: 8,
   taskTimeoutMs: 300_000,
   maxAttempts: 3,
   leaseMs: 30_000,
@@ -216,6 +220,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     bulkMaxDocuments: num("bulkMaxDocuments"),
     logLevel: pick("logLevel") ?? DEFAULTS.logLevel,
     workers: num("workers"),
+    workerConcurrency: num("workerConcurrency"),
     taskTimeoutMs: num("taskTimeoutMs"),
     maxAttempts: num("maxAttempts"),
     leaseMs: num("leaseMs"),

@@ -7,7 +7,10 @@
  */
 import Redis from "ioredis";
 import { openDatabase, type Database } from "../src/db/client.ts";
-import { claimTask, completeTask, endTask, recordProgress, requeueTask } from "../src/db/tasks.ts";
+import { claimTask } from "../src/db/tasks/claims.ts";
+import { completeTask, endTask } from "../src/db/tasks/completions.ts";
+import { recordProgress } from "../src/db/tasks/leases.ts";
+import { requeueTask } from "../src/db/tasks/recovery.ts";
 import { queueKeys, type QueueKeys } from "../src/queue/keys.ts";
 import { popNext } from "../src/queue/dispatch.ts";
 import { Dispatcher } from "../src/queue/dispatch.ts";

@@ -2,17 +2,17 @@
 import { loadConfig } from "../config.ts";
 import { openRuntime, serveApi } from "../main.ts";
 import { startEngine } from "../supervisor/engine.ts";
-import { flagValue } from "./args.ts";
+import { engineFlags } from "./args.ts";
 import { onShutdown, runCli } from "./run.ts";
 
 await runCli(async () => {
-  const workersFlag = flagValue(process.argv.slice(2), "workers");
-  const config = loadConfig(process.env, workersFlag === undefined ? {} : { workers: Number(workersFlag) });
+  const config = loadConfig(process.env, engineFlags(process.argv.slice(2)));
   const runtime = await openRuntime(config, "all");
   let draining = false;
   const app = serveApi(runtime, () => draining);
   const engine = await startEngine(runtime, {
     workers: config.workers,
+    concurrency: config.workerConcurrency,
     onFatal: (error) => {
       runtime.logger.fatal({ err: error }, "supervisor gave up");
       process.exit(70);

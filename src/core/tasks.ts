@@ -1,5 +1,5 @@
 /**
- * Task states. Every change is one conditional UPDATE in src/db/tasks.ts; this
+ * Task states. Every change is one conditional UPDATE in src/db/tasks/; this
  * module only names the states and which moves are legal.
  *
  *            claim                 complete

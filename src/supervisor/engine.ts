@@ -20,6 +20,8 @@ export interface Engine {
 
 export interface EngineOptions {
   workers: number;
+  /** Tasks each worker thread runs at once (default: config.workerConcurrency). */
+  concurrency?: number;
   workerUrl?: string;
   onFatal?: (error: Error) => void;
 }

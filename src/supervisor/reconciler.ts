@@ -11,7 +11,9 @@
 import { sql } from "drizzle-orm";
 import type { Logger } from "pino";
 import type { Database } from "../db/client.ts";
-import { deleteExpired, requeueExpiredLeases, stalePendingTasks, type Redispatch } from "../db/tasks.ts";
+import { requeueExpiredLeases, stalePendingTasks } from "../db/tasks/recovery.ts";
+import type { Redispatch } from "../db/tasks/records.ts";
+import { deleteExpired } from "../db/retention.ts";
 import type { Dispatcher } from "../queue/dispatch.ts";
 import type { Config } from "../config.ts";
 import { createMetrics, type Metrics } from "../metrics/registry.ts";

@@ -15,7 +15,9 @@ import type Redis from "ioredis";
 import type { Logger } from "pino";
 import { randomBytes } from "node:crypto";
 import type { Database } from "../db/client.ts";
-import { endTask, renewLeases, requeueTask } from "../db/tasks.ts";
+import { endTask } from "../db/tasks/completions.ts";
+import { renewLeases } from "../db/tasks/leases.ts";
+import { requeueTask } from "../db/tasks/recovery.ts";
 import { Dispatcher } from "../queue/dispatch.ts";
 import { queueKeys, type QueueKeys } from "../queue/keys.ts";
 import {

@@ -8,7 +8,7 @@
  * in flight and its own.
  */
 import type { Db } from "../db/client.ts";
-import { insertTask, insertTasks, type InsertOutcome, type NewTask } from "../db/tasks.ts";
+import { insertTask, insertTasks, type InsertOutcome, type NewTask } from "../db/tasks/enqueue.ts";
 import { isTransientDbError } from "../db/errors.ts";
 
 interface Waiting {

@@ -9,7 +9,7 @@ import type { TestContext } from "../helpers/app.ts";
 import { eventually, startTestEngine } from "../helpers/engine.ts";
 import { FIXTURE_WORKERS } from "../fixtures/workers/index.ts";
 import { taskInput } from "../helpers/fixtures.ts";
-import { insertTask } from "../../src/db/tasks.ts";
+import { insertTask } from "../../src/db/tasks/enqueue.ts";
 import {
   createCorpus,
   e2eSuite,

@@ -1,7 +1,7 @@
 /** Builders for corpus data sent through the API, and for task rows written directly. */
 import { randomUUID } from "node:crypto";
 import type { TestContext } from "./app.ts";
-import type { NewTask } from "../../src/db/tasks.ts";
+import type { NewTask } from "../../src/db/tasks/enqueue.ts";
 import { newTaskId } from "../../src/core/tasks.ts";
 
 export const uuid = () => randomUUID();
@@ -40,7 +40,7 @@ export async function postAgent(ctx: TestContext, body: Record<string, unknown>)
   return res.body as { agent_id: string };
 }
 
-/** A task row for the statements of src/db/tasks.ts: medium priority, no webhook, 60 s, 2 attempts, not deduplicated. */
+/** A task row for the statements of src/db/tasks/: medium priority, no webhook, 60 s, 2 attempts, not deduplicated. */
 export const taskInput = (agentId: string, over: Partial<NewTask> = {}): NewTask => ({
   taskId: newTaskId(),
   agentId,

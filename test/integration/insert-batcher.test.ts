@@ -1,5 +1,5 @@
 /**
- * Group commit of enqueues (src/tasks/insertBatcher.ts, insertTasks in src/db/tasks.ts):
+ * Group commit of enqueues (src/tasks/insertBatcher.ts, insertTasks in src/db/tasks/enqueue.ts):
  * requests that arrive together are written by one statement, and each caller still gets
  * exactly what a statement of its own would have given it: its task, the agent's pending
  * refresh when deduplicated, or its own error.
@@ -8,7 +8,7 @@ import { afterAll, beforeAll, beforeEach, expect, test } from "bun:test";
 import { sql } from "drizzle-orm";
 import { createTestContext, type TestContext } from "../helpers/app.ts";
 import { postAgent, postTaxonomy, taskInput, uuid } from "../helpers/fixtures.ts";
-import { insertTask } from "../../src/db/tasks.ts";
+import { insertTask } from "../../src/db/tasks/enqueue.ts";
 import { TaskInsertBatcher } from "../../src/tasks/insertBatcher.ts";
 import { TaskService } from "../../src/tasks/service.ts";
 import { openDatabase } from "../../src/db/client.ts";

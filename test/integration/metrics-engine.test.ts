@@ -14,7 +14,9 @@ import { FIXTURE_WORKERS } from "../fixtures/workers/index.ts";
 import { Reconciler } from "../../src/supervisor/reconciler.ts";
 import { Dispatcher } from "../../src/queue/dispatch.ts";
 import { queueKeys } from "../../src/queue/keys.ts";
-import { claimTask, insertTask, requestCancel } from "../../src/db/tasks.ts";
+import { claimTask } from "../../src/db/tasks/claims.ts";
+import { insertTask } from "../../src/db/tasks/enqueue.ts";
+import { requestCancel } from "../../src/db/tasks/cancel.ts";
 import { countOverdueTasks, oldestQueuedAgeSeconds } from "../../src/metrics/sources.ts";
 
 const TIMEOUT_MS = 1500;

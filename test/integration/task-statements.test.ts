@@ -1,27 +1,20 @@
 /**
  * Every task status change is one conditional UPDATE (invariant 2): these tests
- * drive the statements of src/db/tasks.ts directly and prove the fencing.
+ * drive the statements of src/db/tasks/ directly and prove the fencing.
  */
 import { afterAll, beforeAll, beforeEach, expect, test } from "bun:test";
 import { sql } from "drizzle-orm";
 import { createTestContext, type TestContext } from "../helpers/app.ts";
 import { postAgent, postTaxonomy, taskInput, uuid } from "../helpers/fixtures.ts";
-import {
-  claimTask,
-  completeTask,
-  deleteExpired,
-  endTask,
-  getTask,
-  insertTask,
-  listCoverageHistory,
-  recordProgress,
-  renewLeases,
-  requestCancel,
-  requeueExpiredLeases,
-  requeueTask,
-  stalePendingTasks,
-  type NewTask,
-} from "../../src/db/tasks.ts";
+import { claimTask } from "../../src/db/tasks/claims.ts";
+import { completeTask, endTask } from "../../src/db/tasks/completions.ts";
+import { getTask } from "../../src/db/tasks/records.ts";
+import { insertTask, type NewTask } from "../../src/db/tasks/enqueue.ts";
+import { recordProgress, renewLeases } from "../../src/db/tasks/leases.ts";
+import { requestCancel } from "../../src/db/tasks/cancel.ts";
+import { requeueExpiredLeases, requeueTask, stalePendingTasks } from "../../src/db/tasks/recovery.ts";
+import { listCoverageHistory } from "../../src/db/coverageHistory.ts";
+import { deleteExpired } from "../../src/db/retention.ts";
 import type { CoverageResult } from "../../src/coverage/meter.ts";
 
 let ctx: TestContext;

@@ -10,7 +10,8 @@ import { Reconciler } from "../../src/supervisor/reconciler.ts";
 import { Dispatcher } from "../../src/queue/dispatch.ts";
 import { queueKeys } from "../../src/queue/keys.ts";
 import { createLogger } from "../../src/logger.ts";
-import { claimTask, completeTask } from "../../src/db/tasks.ts";
+import { claimTask } from "../../src/db/tasks/claims.ts";
+import { completeTask } from "../../src/db/tasks/completions.ts";
 import { newTaskId, TASK_ID_PATTERN } from "../../src/core/tasks.ts";
 
 let ctx: TestContext;

@@ -1,0 +1,29 @@
+/** Retention: old terminal tasks and coverage history are deleted in batches. */
+import { sql } from "drizzle-orm";
+import type { DbOrTx } from "./client.ts";
+
+/** Retention: deletes in batches so a large backlog never holds long locks. */
+export async function deleteExpired(db: DbOrTx, taskRetentionMs: number, historyRetentionMs: number, batch = 5000) {
+  let tasks = 0;
+  let history = 0;
+  for (;;) {
+    const r = await db.execute(sql`
+      delete from background_tasks where task_id in (
+        select task_id from background_tasks
+        where status in ('completed', 'failed', 'cancelled', 'timeout')
+          and completed_at < now() - ${taskRetentionMs} * interval '1 millisecond'
+        limit ${batch})
+      returning 1`);
+    tasks += r.length;
+    if (r.length < batch) break;
+  }
+  for (;;) {
+    const r = await db.execute(sql`
+      delete from coverage_history where history_id in (
+        select history_id from coverage_history where timestamp < now() - ${historyRetentionMs} * interval '1 millisecond' limit ${batch})
+      returning 1`);
+    history += r.length;
+    if (r.length < batch) break;
+  }
+  return { tasks, history };
+}
