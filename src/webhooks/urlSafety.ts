@@ -6,7 +6,8 @@
  *   - https only (http when `allowHttp`, for local development), no credentials;
  *   - every address the host resolves to must be public unicast: loopback,
  *     private, link-local (with the cloud metadata address), CGNAT, multicast,
- *     reserved, unique-local, and IPv4-mapped / NAT64 forms of those are refused;
+ *     reserved, unique-local, and IPv4-mapped / NAT64 forms of those are refused,
+ *     and so is the rest of the reserved `::/8` (IPv4-compatible `::a.b.c.d` included);
  *   - the caller connects to the address that was checked (see deliver.ts), so
  *     a DNS answer that changes between check and connect cannot reach inside.
  * Hosts on `allowedHosts` skip the address check (a loopback test receiver, an
@@ -74,6 +75,32 @@ const RANGE_NAMES: Record<string, string> = {
 
 /** RFC 8215 local-use NAT64 prefix: translates to whatever IPv4 the local NAT64 chooses. */
 const LOCAL_NAT64 = ipaddr.parseCIDR("64:ff9b:1::/48");
+/**
+ * IPv4-compatible addresses (RFC 4291 2.5.5.1, deprecated): `::a.b.c.d`. ipaddr.js calls
+ * them unicast, but stacks that still honour them reach the embedded IPv4 (`::127.0.0.1`
+ * is loopback there), so the whole range is refused, public IPv4 included.
+ */
+const IPV4_COMPATIBLE = ipaddr.parseCIDR("::/96");
+/**
+ * `::/8` is reserved by the IETF (RFC 4291). Its assigned pieces are judged above (`::`,
+ * `::1`, IPv4-mapped, SIIT, NAT64); whatever else of it an address falls in, nothing
+ * public lives there.
+ */
+const IETF_RESERVED_V6 = ipaddr.parseCIDR("::/8");
+
+/**
+ * IPv6 text in its canonical hex form. ipaddr.js reads a dotted tail as IPv4-mapped
+ * (`::127.0.0.1` as `::ffff:7f00:1`), but it is IPv4-compatible (`::7f00:1`), which is how
+ * URL parsers and inet_ntop write it: the WHATWG URL parser canonicalises it correctly.
+ */
+function canonicalV6(address: string): string {
+  if (!address.includes(":")) return address;
+  try {
+    return new URL(`http://[${address}]/`).hostname.slice(1, -1);
+  } catch {
+    return address;
+  }
+}
 
 /**
  * Why connecting to `address` is unsafe, or null when it is a public unicast
@@ -81,7 +108,7 @@ const LOCAL_NAT64 = ipaddr.parseCIDR("64:ff9b:1::/48");
  */
 export function unsafeAddressReason(address: string): string | null {
   if (!ipaddr.isValid(address)) return `${address} is not an IP address`;
-  const ip = ipaddr.parse(address);
+  const ip = ipaddr.parse(canonicalV6(address));
   if (ip.kind() === "ipv6") {
     const v6 = ip as ipaddr.IPv6;
     if (v6.match(LOCAL_NAT64)) return `${address} is a local-use NAT64 address`;
@@ -92,6 +119,11 @@ export function unsafeAddressReason(address: string): string | null {
       const form = range === "rfc6052" ? "NAT64" : "IPv4-mapped";
       return inner === null ? null : `${address} is the ${form} form of ${embedded.toString()}, ${inner.replace(/^\S+ is /, "")}`;
     }
+    if (range === "unicast" && v6.match(IPV4_COMPATIBLE)) {
+      const embedded = ipaddr.fromByteArray(v6.toByteArray().slice(12)).toString();
+      return `${address} is the IPv4-compatible form of ${embedded} (::/96, deprecated and refused whatever it embeds)`;
+    }
+    if (range === "unicast" && v6.match(IETF_RESERVED_V6)) return `${address} is in the reserved ::/8 range`;
     return range === "unicast" ? null : `${address} is ${RANGE_NAMES[range] ?? `in the ${range} range`}`;
   }
   const range = ip.range();

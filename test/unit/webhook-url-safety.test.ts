@@ -9,6 +9,8 @@ const FAKE_DNS: Record<string, string[]> = {
   "mixed.test": ["93.184.215.14", "192.168.1.20"],
   "metadata.test": ["169.254.169.254"],
   "v6-local.test": ["fd00:ec2::254"],
+  // How inet_ntop writes an AAAA answer of ::7f00:1 (ipaddr.js alone would read it as IPv4-mapped).
+  "v4-compatible.test": ["::127.0.0.1"],
 };
 const resolve = async (host: string) => {
   const answer = FAKE_DNS[host];
@@ -61,10 +63,23 @@ const UNSAFE: [string, string][] = [
   ["https://[64:ff9b:1::a00:1]/hook", "local-use NAT64"],
   ["https://[2002:7f00:1::1]/hook", "6to4"],
   ["https://[2001:db8::1]/hook", "reserved"],
+  // IPv4-compatible (::/96, deprecated): refused whatever IPv4 it embeds, public included.
+  ["https://[::127.0.0.1]/hook", "IPv4-compatible form of 127.0.0.1"],
+  ["https://[::10.0.0.1]/hook", "IPv4-compatible form of 10.0.0.1"],
+  ["https://[::7f00:1]/hook", "IPv4-compatible form of 127.0.0.1"],
+  ["https://[::a9fe:a9fe]/hook", "IPv4-compatible form of 169.254.169.254"],
+  ["https://[::8.8.8.8]/hook", "IPv4-compatible form of 8.8.8.8"],
+  ["https://[::2]/hook", "IPv4-compatible form of 0.0.0.2"],
+  // The rest of the IETF-reserved ::/8 outside its assigned pieces.
+  ["https://[::1:0:0:1]/hook", "reserved ::/8"],
+  ["https://[1::1]/hook", "reserved ::/8"],
+  ["https://[ff::1]/hook", "reserved ::/8"],
+  ["https://[64:ff9b:2::1]/hook", "reserved ::/8"],
   ["https://private.test/hook", "private.test resolves to 10.0.0.7, which is a private address"],
   ["https://mixed.test/hook", "resolves to 192.168.1.20"], // one bad address is enough
   ["https://metadata.test/hook", "link-local"],
   ["https://v6-local.test/hook", "unique-local"],
+  ["https://v4-compatible.test/hook", "v4-compatible.test resolves to ::127.0.0.1, which is the IPv4-compatible form of 127.0.0.1"],
   ["https://nowhere.test/hook", "does not resolve"],
   ["http://public.test/hook", "http is not allowed"],
   ["ftp://public.test/hook", "scheme ftp: is not allowed"],
@@ -112,5 +127,20 @@ describe("webhook URL safety", () => {
     expect(unsafeAddressReason("8.8.8.8")).toBeNull();
     expect(unsafeAddressReason("2606:4700::1111")).toBeNull();
     expect(unsafeAddressReason("example.com")).toBe("example.com is not an IP address");
+  });
+
+  test("::/8 is refused except for the pieces judged by the IPv4 they reach, which stay as they were", () => {
+    // The forms that embed IPv4 and are still in use keep their rule: public is fine, internal is not.
+    expect(unsafeAddressReason("::ffff:8.8.8.8")).toBeNull();
+    expect(unsafeAddressReason("::ffff:0:8.8.8.8")).toBeNull();
+    expect(unsafeAddressReason("64:ff9b::808:808")).toBeNull();
+    expect(unsafeAddressReason("::ffff:127.0.0.1")).toContain("IPv4-mapped form of 127.0.0.1");
+    expect(unsafeAddressReason("::1")).toBe("::1 is a loopback address");
+    expect(unsafeAddressReason("::")).toBe(":: is an unspecified address");
+    // Every other address of ::/96 and ::/8, wherever it is, is refused.
+    for (const address of ["::1:2", "::ffff", "::7fff:ffff", "0:0:0:0:0:1::", "0:0:0:1::", "00ff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"])
+      expect({ address, refused: unsafeAddressReason(address) !== null }).toEqual({ address, refused: true });
+    // Just past ::/8 is ordinary address space again (0100::/64 is the discard prefix, refused by its own rule).
+    expect(unsafeAddressReason("2001:4860:4860::8888")).toBeNull();
   });
 });
