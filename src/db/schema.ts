@@ -206,8 +206,11 @@ export const backgroundTasks = pgTable(
     leaseExpiresAt: tstz("lease_expires_at"),
     timeoutMs: integer("timeout_ms").notNull().default(300000),
     /**
-     * Whether this task counts for "one pending refresh per agent". False for
-     * ?force=true tasks and for retried tasks (a retry must never collide with a newer request).
+     * Whether this task holds its agent's deduplication slot: the partial unique index below lets
+     * at most one pending task per agent have it, so concurrent unforced requests converge on one
+     * task. False for ?force=true tasks and for retried tasks (a retry must never collide with a
+     * newer request). An unforced request returns the agent's oldest pending task whatever this
+     * flag (src/db/tasks/enqueue.ts); it only creates one, with the flag, when none is pending.
      */
     dedupe: boolean("dedupe").notNull().default(true),
     updatedAt: tstz("updated_at").notNull().defaultNow(),
@@ -227,6 +230,12 @@ export const backgroundTasks = pgTable(
       .where(sql`${t.status} = 'running'`),
     // The reconciler and the retention job look at pending and at finished tasks by time.
     index("background_tasks_status_completed_idx").on(t.status, t.completedAt),
+    // The reconciler pages through pending tasks oldest first with a (created_at, task_id) keyset
+    // cursor: each page is an index range read, never a sort of every pending task. created_at
+    // never changes, so this index does not stop progress writes from being HOT updates.
+    index("background_tasks_pending_created_idx")
+      .on(t.createdAt, t.taskId)
+      .where(sql`${t.status} = 'pending'`),
     check(
       "background_tasks_status_values",
       sql`${t.status} in ('pending', 'running', 'completed', 'failed', 'cancelled', 'timeout')`,

@@ -11,7 +11,7 @@
 import { sql } from "drizzle-orm";
 import type { Logger } from "pino";
 import type { Database } from "../db/client.ts";
-import { requeueExpiredLeases, stalePendingTasks } from "../db/tasks/recovery.ts";
+import { requeueExpiredLeases, stalePendingTasks, type PendingCursor } from "../db/tasks/recovery.ts";
 import type { Redispatch } from "../db/tasks/records.ts";
 import { deleteExpired } from "../db/retention.ts";
 import type { Dispatcher } from "../queue/dispatch.ts";
@@ -21,6 +21,9 @@ import { TaskTelemetry } from "../metrics/taskEvents.ts";
 
 const RETENTION_LOCK_KEY = 7_264_110_232;
 const RETENTION_EVERY_MS = 3600_000;
+/** Rows per statement of a pass: expired leases requeued, stale pending tasks checked against Redis. */
+const LEASE_PAGE = 500;
+const STALE_PAGE = 1000;
 
 export interface ReconcileReport {
   requeued: number;
@@ -33,6 +36,8 @@ export class Reconciler {
   private running: Promise<void> | null = null;
   private lastRetention = 0;
   private stopped = true;
+  /** Set by stop(): a pass in progress ends after its current page. */
+  private halted = false;
   private readonly telemetry: TaskTelemetry;
 
   constructor(
@@ -44,6 +49,7 @@ export class Reconciler {
 
   start() {
     this.stopped = false;
+    this.halted = false;
     this.schedule(0);
   }
 
@@ -71,19 +77,38 @@ export class Reconciler {
     }
   }
 
+  /**
+   * One pass. Both walks go page by page until a page comes back short, so a backlog of any size
+   * is covered in every pass: a task Redis lost behind it is re-dispatched one period after it
+   * went stale, not once the backlog drains. Each page is one bounded statement and one Redis
+   * round trip; nothing is held between pages, so a pass in another supervisor can interleave.
+   */
   async reconcileOnce(): Promise<ReconcileReport> {
     const { database, dispatcher, config } = this.deps;
-    const expired = await requeueExpiredLeases(database.db);
-    // Counted as soon as PostgreSQL has them: the transitions are made, whatever Redis does next.
-    this.recordExpired(expired);
-    const back = expired.filter((t) => t.status === "pending");
-    await dispatcher.dispatch(back.map(toDispatchable));
-    const stale = await stalePendingTasks(database.db, config.stalePendingMs);
-    const queued = await dispatcher.queuedAmong(stale.map((t) => ({ taskId: t.task_id, priority: t.priority })));
-    const lost = stale.filter((_, i) => !queued[i]);
-    await dispatcher.dispatch(lost.map(toDispatchable));
-    for (const t of lost) this.telemetry.redispatched(ref(t));
-    return { requeued: back.length, failed: expired.length - back.length, redispatched: lost.length };
+    const report: ReconcileReport = { requeued: 0, failed: 0, redispatched: 0 };
+    // Each page of requeues takes its rows out of 'running', so the next one starts where it stopped.
+    for (;;) {
+      const expired = await requeueExpiredLeases(database.db, LEASE_PAGE);
+      // Counted as soon as PostgreSQL has them: the transitions are made, whatever Redis does next.
+      this.recordExpired(expired);
+      const back = expired.filter((t) => t.status === "pending");
+      await dispatcher.dispatch(back.map(toDispatchable));
+      report.requeued += back.length;
+      report.failed += expired.length - back.length;
+      if (expired.length < LEASE_PAGE || this.halted) break;
+    }
+    let after: PendingCursor | undefined;
+    for (;;) {
+      const page = await stalePendingTasks(database.db, config.stalePendingMs, { after, limit: STALE_PAGE });
+      const queued = await dispatcher.queuedAmong(page.tasks.map((t) => ({ taskId: t.task_id, priority: t.priority })));
+      const lost = page.tasks.filter((_, i) => !queued[i]);
+      await dispatcher.dispatch(lost.map(toDispatchable));
+      for (const t of lost) this.telemetry.redispatched(ref(t));
+      report.redispatched += lost.length;
+      if (!page.next || this.halted) break;
+      after = page.next;
+    }
+    return report;
   }
 
   /** Leases that lapsed: back to pending (recovered), or ended failed / cancelled. */
@@ -111,6 +136,7 @@ export class Reconciler {
 
   async stop() {
     this.stopped = true;
+    this.halted = true;
     clearTimeout(this.timer);
     await this.running;
   }

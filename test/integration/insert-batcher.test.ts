@@ -78,6 +78,53 @@ test("deduplicated requests in one batch: the first creates the agent's refresh,
   expect(await rowCount()).toBe(4);
 });
 
+test("in a batch, an unforced request gets its agent's oldest pending task whatever its flag: forced before the batch, or forced earlier in it", async () => {
+  const [a, b] = [await newAgent(), await newAgent()];
+  const forcedBefore = await insertTask(db(), newTask(a, { dedupe: false }));
+  const batcher = new TaskInsertBatcher(db());
+  const tasks = [
+    newTask(a, { dedupe: true }),
+    newTask(b, { dedupe: false }),
+    newTask(b, { dedupe: true }),
+    newTask(b, { dedupe: false }),
+    newTask(a, { dedupe: false }),
+    newTask(a, { dedupe: true }),
+  ];
+  const outcomes = await Promise.all(tasks.map((t) => batcher.insert(t)));
+  expect(batcher.stats.statements).toBe(1);
+  expect(outcomes.map((o) => [o.created, o.task.task_id])).toEqual([
+    [false, forcedBefore.task.task_id],
+    [true, tasks[1]!.taskId],
+    [false, tasks[1]!.taskId],
+    [true, tasks[3]!.taskId],
+    [true, tasks[4]!.taskId],
+    [false, forcedBefore.task.task_id],
+  ]);
+  expect(await rowCount()).toBe(4);
+});
+
+test("concurrent batches of unforced requests write one task per agent, or none when the agent had a forced one pending", async () => {
+  const fresh = await Promise.all(Array.from({ length: 6 }, () => newAgent()));
+  const withForced = await Promise.all(Array.from({ length: 6 }, () => newAgent()));
+  const forced = new Map<string, string>();
+  for (const agentId of withForced) forced.set(agentId, (await insertTask(db(), newTask(agentId, { dedupe: false }))).task.task_id);
+  const agents = [...fresh, ...withForced];
+  // Four batchers write at once on the pool's connections, each a batch with a request for every agent.
+  const batchers = Array.from({ length: 4 }, () => new TaskInsertBatcher(db()));
+  const outcomes = await Promise.all(
+    batchers.flatMap((batcher) => agents.map(async (agentId) => ({ agentId, outcome: await batcher.insert(newTask(agentId, { dedupe: true })) }))),
+  );
+  expect(batchers.map((b) => b.stats.statements)).toEqual([1, 1, 1, 1]);
+  for (const agentId of agents) {
+    const mine = outcomes.filter((o) => o.agentId === agentId).map((o) => o.outcome);
+    const ids = new Set(mine.map((o) => o.task.task_id));
+    expect({ agentId, tasks: ids.size }).toEqual({ agentId, tasks: 1 });
+    expect(mine.filter((o) => o.created)).toHaveLength(forced.has(agentId) ? 0 : 1);
+    if (forced.has(agentId)) expect([...ids]).toEqual([forced.get(agentId)!]);
+  }
+  expect(await rowCount()).toBe(agents.length);
+});
+
 test("an unknown agent in a batch fails only its own request, with the foreign-key error", async () => {
   const agentId = await newAgent();
   const batcher = new TaskInsertBatcher(db());

@@ -52,6 +52,9 @@ async function running() {
   return claim;
 }
 
+const pendingCount = async () =>
+  (await db().execute<{ n: number }>(sql`select count(*)::int as n from background_tasks where status = 'pending'`))[0]!.n;
+
 const historyRows = async (taskId: string) =>
   (await db().execute<{ n: number }>(sql`select count(*)::int as n from coverage_history where task_id = ${taskId}`))[0]!.n;
 
@@ -63,6 +66,45 @@ test("one pending refresh per agent: a second deduplicated insert returns the fi
   expect(second.created).toBe(false);
   expect(second.task.task_id).toBe(first.task.task_id);
   expect(forced.created).toBe(true);
+});
+
+test("an unforced request returns the agent's oldest pending task whatever its flag; a forced one always creates", async () => {
+  const forced = await insertTask(db(), newTask({ dedupe: false }));
+  await insertTask(db(), newTask({ dedupe: false }));
+  // Every pending task was forced: the unforced request still gets the oldest of them, and writes nothing.
+  const unforced = await insertTask(db(), newTask({ dedupe: true }));
+  expect([unforced.created, unforced.task.task_id]).toEqual([false, forced.task.task_id]);
+  expect(await pendingCount()).toBe(2);
+  // The oldest goes; the next oldest (also forced) is the one returned now.
+  await requestCancel(db(), forced.task.task_id);
+  const next = (await db().execute<{ task_id: string }>(sql`
+    select task_id from background_tasks where status = 'pending' order by created_at, task_id limit 1`))[0]!.task_id;
+  expect((await insertTask(db(), newTask({ dedupe: true }))).task.task_id).toBe(next);
+  expect((await insertTask(db(), newTask({ dedupe: false }))).created).toBe(true);
+  expect(await pendingCount()).toBe(2);
+});
+
+test("a retried task, pending again (its dedupe flag cleared), is the agent's pending refresh", async () => {
+  const claim = await running();
+  await db().execute(sql`update background_tasks set lease_expires_at = now() - interval '1 second' where task_id = ${claim.taskId}`);
+  expect((await requeueExpiredLeases(db())).map((r) => r.status)).toEqual(["pending"]);
+  const again = await insertTask(db(), newTask({ dedupe: true }));
+  expect([again.created, again.task.task_id, again.task.attempt]).toEqual([false, claim.taskId, 1]);
+  expect(await pendingCount()).toBe(1);
+});
+
+test("concurrent unforced requests converge on one task, with nothing pending and with only a forced task pending", async () => {
+  const burst = () => Promise.all(Array.from({ length: 24 }, () => insertTask(db(), newTask({ dedupe: true }))));
+  const first = await burst();
+  expect(first.filter((o) => o.created)).toHaveLength(1);
+  expect(new Set(first.map((o) => o.task.task_id)).size).toBe(1);
+  expect(await pendingCount()).toBe(1);
+
+  await db().execute(sql`delete from background_tasks`);
+  const forced = await insertTask(db(), newTask({ dedupe: false }));
+  const second = await burst();
+  expect(second.map((o) => [o.created, o.task.task_id])).toEqual(second.map(() => [false, forced.task.task_id]));
+  expect(await pendingCount()).toBe(1);
 });
 
 test("a task is claimed once: the second claim of the same id matches nothing", async () => {
@@ -183,7 +225,7 @@ test("stale pending tasks are listed oldest first; fresh ones are not", async ()
   const old = await insertTask(db(), newTask());
   await insertTask(db(), newTask());
   await db().execute(sql`update background_tasks set updated_at = now() - interval '1 minute' where task_id = ${old.task.task_id}`);
-  expect((await stalePendingTasks(db(), 10_000)).map((t) => t.task_id)).toEqual([old.task.task_id]);
+  expect((await stalePendingTasks(db(), 10_000)).tasks.map((t) => t.task_id)).toEqual([old.task.task_id]);
 });
 
 test("history lists newest first within the date range, and retention deletes only old rows", async () => {

@@ -35,7 +35,13 @@ export async function requeueTask(
   return rows[0] ? { ...(rows[0] as unknown as Redispatch), created_at: toIso(rows[0].created_at as string) } : null;
 }
 
-/** Same as requeueTask for every running task whose lease has lapsed (owner gone). */
+/**
+ * Same as requeueTask for running tasks whose lease has lapsed (owner gone): at most `limit` of
+ * them, the longest expired first, in one statement that holds its row locks only until it
+ * commits. Every row it touches leaves `status = 'running'`, so calling it again until it returns
+ * fewer than `limit` pages through them all (the reconciler does). Rows another reconciler has
+ * locked are skipped, not waited for: concurrent callers split the work.
+ */
 export async function requeueExpiredLeases(db: DbOrTx, limit = 500): Promise<Redispatch[]> {
   const rows = await db.execute<RawTask>(sql`
     update background_tasks t
@@ -55,11 +61,40 @@ export async function requeueExpiredLeases(db: DbOrTx, limit = 500): Promise<Red
   return rows.map((r) => ({ ...(r as unknown as Redispatch), created_at: toIso(r.created_at as string) }));
 }
 
-/** Pending tasks not touched for `olderThanMs`: candidates for re-dispatch if Redis lost them. */
-export async function stalePendingTasks(db: DbOrTx, olderThanMs: number, limit = 1000): Promise<Redispatch[]> {
+/** Position of a pending task in the reconciler's walk: (created_at, task_id), created_at as PostgreSQL's text (microseconds). */
+export interface PendingCursor {
+  createdAt: string;
+  taskId: string;
+}
+
+export interface StalePendingPage {
+  tasks: Redispatch[];
+  /** Where the next page starts; null when this page came back short (there is no more). */
+  next: PendingCursor | null;
+}
+
+/**
+ * Pending tasks not touched for `olderThanMs` (candidates for re-dispatch if Redis lost them),
+ * oldest first, one page of at most `limit` after the cursor `after` (from the start without it).
+ * Keyset paging over the partial index (created_at, task_id) where pending: each page is a range
+ * read of that index, whatever the backlog; the page's snapshot is its own, so a walk holds
+ * nothing between pages. A task that turns pending behind the cursor during a walk was just
+ * touched (enqueued or requeued), so it is not stale and the next walk sees it.
+ */
+export async function stalePendingTasks(
+  db: DbOrTx,
+  olderThanMs: number,
+  page: { after?: PendingCursor; limit?: number } = {},
+): Promise<StalePendingPage> {
+  const limit = page.limit ?? 1000;
+  const after = page.after ? sql`and (created_at, task_id) > (${page.after.createdAt}::timestamptz, ${page.after.taskId})` : sql``;
   const rows = await db.execute<RawTask>(sql`
-    select task_id, agent_id, priority, created_at, status, attempt from background_tasks
-    where status = 'pending' and updated_at < now() - ${olderThanMs} * interval '1 millisecond'
-    order by created_at limit ${limit}`);
-  return rows.map((r) => ({ ...(r as unknown as Redispatch), created_at: toIso(r.created_at as string) }));
+    select task_id, agent_id, priority, created_at, status, attempt, created_at::text as cursor_created_at from background_tasks
+    where status = 'pending' and updated_at < now() - ${olderThanMs} * interval '1 millisecond' ${after}
+    order by created_at, task_id limit ${limit}`);
+  const last = rows[rows.length - 1];
+  return {
+    tasks: rows.map(({ cursor_created_at: _, ...r }) => ({ ...(r as unknown as Redispatch), created_at: toIso(r.created_at as string) })),
+    next: last && rows.length >= limit ? { createdAt: last.cursor_created_at as string, taskId: last.task_id as string } : null,
+  };
 }

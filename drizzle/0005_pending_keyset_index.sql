@@ -1,0 +1,2 @@
+CREATE INDEX "background_tasks_pending_created_idx" ON "background_tasks" USING btree ("created_at","task_id") WHERE "background_tasks"."status" = 'pending';--> statement-breakpoint
+COMMENT ON COLUMN "background_tasks"."dedupe" IS 'Holds the agent''s deduplication slot (at most one pending task per agent has it); false for ?force=true and retried tasks. An unforced request returns the oldest pending task whatever this flag.';
