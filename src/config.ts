@@ -82,6 +82,10 @@ export const ConfigSchema = t.Object({
   supervisorMetricsPort: t.Integer({ minimum: 0, maximum: 65535 }),
   /** Feature flag: when false, background refreshes answer 503 (background=false still works). */
   backgroundRefreshEnabled: t.Boolean(),
+  /** How long an API process trusts a verified stored key before asking PostgreSQL again (revokes evict at once via Redis). */
+  apiKeyCacheTtlMs: t.Integer({ minimum: 0, maximum: 3_600_000 }),
+  /** How long a refused key is refused without asking PostgreSQL again. */
+  apiKeyNegativeCacheTtlMs: t.Integer({ minimum: 0, maximum: 3_600_000 }),
 });
 
 export type Config = Static<typeof ConfigSchema>;
@@ -132,6 +136,8 @@ export const ENV_NAMES: Record<keyof Config, string> = {
   webhookConcurrency: "AGENTQ_WEBHOOK_CONCURRENCY",
   supervisorMetricsPort: "AGENTQ_SUPERVISOR_METRICS_PORT",
   backgroundRefreshEnabled: "AGENTQ_BACKGROUND_REFRESH_ENABLED",
+  apiKeyCacheTtlMs: "AGENTQ_API_KEY_CACHE_TTL_MS",
+  apiKeyNegativeCacheTtlMs: "AGENTQ_API_KEY_NEGATIVE_CACHE_TTL_MS",
 };
 
 export const DEFAULTS: Config = {
@@ -170,6 +176,8 @@ export const DEFAULTS: Config = {
   webhookConcurrency: 16,
   supervisorMetricsPort: 9464,
   backgroundRefreshEnabled: true,
+  apiKeyCacheTtlMs: 30_000,
+  apiKeyNegativeCacheTtlMs: 5_000,
 };
 
 /** Splits a comma-separated list, dropping blanks. */
@@ -243,6 +251,8 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     webhookConcurrency: num("webhookConcurrency"),
     supervisorMetricsPort: num("supervisorMetricsPort"),
     backgroundRefreshEnabled: bool("backgroundRefreshEnabled"),
+    apiKeyCacheTtlMs: num("apiKeyCacheTtlMs"),
+    apiKeyNegativeCacheTtlMs: num("apiKeyNegativeCacheTtlMs"),
     ...overrides,
   };
   if (!Value.Check(ConfigSchema, candidate)) {

@@ -14,6 +14,7 @@ import { createLogger } from "./logger.ts";
 import { createMetrics, type Metrics } from "./metrics/registry.ts";
 import { storeSources } from "./metrics/sources.ts";
 import { queueKeys } from "./queue/keys.ts";
+import { KeyRevocations } from "./queue/keyRevocations.ts";
 
 export interface Runtime {
   config: Config;
@@ -56,7 +57,18 @@ export async function openRuntime(config: Config, role: string): Promise<Runtime
 
 export function serveApi(runtime: Runtime, isDraining: () => boolean) {
   const { config, logger, database, redis, metrics } = runtime;
-  const app = createApp({ config, logger, database, redis, metrics, keys: createKeyVerifier(database.db, config.apiKeys), isDraining });
+  // Stored keys are verified from a short-lived cache; revokes anywhere evict them at once (Redis pub/sub).
+  const revocations = new KeyRevocations(redis, queueKeys(config.redisPrefix), logger);
+  const keys = createKeyVerifier(database.db, config.apiKeys, {
+    revocations,
+    ttlMs: config.apiKeyCacheTtlMs,
+    negativeTtlMs: config.apiKeyNegativeCacheTtlMs,
+  });
+  const app = createApp({ config, logger, database, redis, metrics, keys, isDraining });
+  app.onStop(() => {
+    keys.close();
+    revocations.close();
+  });
   // Bun's own limit is a backstop above ours, so our 413 (with the error shape) answers first.
   app.listen({ hostname: config.host, port: config.port, maxRequestBodySize: config.maxBodyBytes * 2 });
   logger.info({ host: config.host, port: app.server?.port }, "api listening; docs at /swagger");

@@ -1,10 +1,14 @@
 /**
  * `bun run keys create <name>` prints a new key once; `keys list`; `keys revoke <key id|name>`.
+ * A revoke is published on Redis so every API process drops the key from its cache at once.
  */
-import { loadConfig } from "../config.ts";
+import Redis from "ioredis";
+import { loadConfig, type Config } from "../config.ts";
 import { prepareDatabase } from "../db/migrate.ts";
-import { openDatabase } from "../db/client.ts";
-import { createApiKey, listApiKeys, revokeApiKey } from "../auth/apiKeys.ts";
+import { openDatabase, type Db } from "../db/client.ts";
+import { createApiKey, listApiKeys, revokeApiKey, RevocationNotPublishedError } from "../auth/apiKeys.ts";
+import { KeyRevocations } from "../queue/keyRevocations.ts";
+import { queueKeys } from "../queue/keys.ts";
 import { runCli } from "./run.ts";
 
 const USAGE = "usage: bun run keys create <name> | keys list | keys revoke <key id or name>";
@@ -28,7 +32,7 @@ await runCli(async () => {
         break;
       case "revoke": {
         if (!arg) throw new Error(USAGE);
-        const n = await revokeApiKey(database.db, arg);
+        const n = await revoke(config, database.db, arg);
         if (n === 0) throw new Error(`no active key matches ${arg}`);
         console.log(`revoked ${n} key${n === 1 ? "" : "s"}`);
         break;
@@ -40,3 +44,19 @@ await runCli(async () => {
     await database.close();
   }
 });
+
+/** Revokes in PostgreSQL, then tells the API processes; Redis being down only delays the effect (a warning). */
+async function revoke(config: Config, db: Db, idOrName: string): Promise<number> {
+  // Fail fast when Redis is down: the revoke is committed either way.
+  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 1, connectTimeout: 3000, retryStrategy: (n) => (n > 1 ? null : 100) });
+  redis.on("error", () => {}); // reported once, below
+  try {
+    return await revokeApiKey(db, idOrName, new KeyRevocations(redis, queueKeys(config.redisPrefix)));
+  } catch (error) {
+    if (!(error instanceof RevocationNotPublishedError)) throw error;
+    console.error(`warning: ${error.message}`);
+    return error.revoked;
+  } finally {
+    redis.disconnect();
+  }
+}

@@ -5,6 +5,7 @@
  *
  *   <prefix>:{coverage}:queue:high|medium|low   sorted sets of pending task ids, score = enqueue time (ms)
  *   <prefix>:{coverage}:cancel                   pub/sub channel: ids of tasks to cancel
+ *   <prefix>:{coverage}:api-key-revoked          pub/sub channel: JSON arrays of revoked API key ids (src/queue/keyRevocations.ts)
  *   <prefix>:{coverage}:capacity                 hash supervisor id -> {"workers","busy","expires"} JSON
  *   <prefix>:{coverage}:runtimes                 list of recent run times (ms), newest first, capped
  *   <prefix>:{coverage}:lock:<job>               singleton locks (reconciler, retention)
@@ -16,6 +17,8 @@ export interface QueueKeys {
   /** Highest priority first: the order BZPOPMIN must scan. */
   queues: readonly string[];
   cancelChannel: string;
+  /** Pub/sub channel on which a revoke tells every API process to drop the key from its cache. */
+  apiKeyRevokedChannel: string;
   capacity: string;
   runtimes: string;
   lock(job: string): string;
@@ -30,6 +33,7 @@ export function queueKeys(prefix: string): QueueKeys {
     queue,
     queues: [queue("high"), queue("medium"), queue("low")],
     cancelChannel: `${base}:cancel`,
+    apiKeyRevokedChannel: `${base}:api-key-revoked`,
     capacity: `${base}:capacity`,
     runtimes: `${base}:runtimes`,
     lock: (job) => `${base}:lock:${job}`,

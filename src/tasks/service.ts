@@ -16,6 +16,7 @@ import { AppError, notFound } from "../core/errors.ts";
 import { checkWebhookUrl, UnsafeUrlError } from "../webhooks/urlSafety.ts";
 import { Dispatcher } from "../queue/dispatch.ts";
 import { queueKeys, type QueueKeys } from "../queue/keys.ts";
+import { QueueEstimator, type QueueSnapshot } from "../queue/estimate.ts";
 import { createMetrics, type Metrics } from "../metrics/registry.ts";
 import { TaskTelemetry } from "../metrics/taskEvents.ts";
 
@@ -27,10 +28,12 @@ export interface TaskView extends TaskRecord {
 /** Used for estimates until some task has completed. */
 const DEFAULT_RUNTIME_MS = 1000;
 
+/** The estimate averages this many of the newest run times. */
 const RUNTIME_SAMPLES = 20;
 
 export class TaskService {
   readonly dispatcher: Dispatcher;
+  readonly estimator: QueueEstimator;
   readonly keys: QueueKeys;
   private readonly telemetry: TaskTelemetry;
   /** New tasks are written by group commit (src/tasks/insertBatcher.ts). */
@@ -41,6 +44,7 @@ export class TaskService {
   ) {
     this.keys = queueKeys(deps.config.redisPrefix);
     this.dispatcher = new Dispatcher(deps.redis, this.keys);
+    this.estimator = new QueueEstimator(deps.redis, this.keys);
     this.inserter = new TaskInsertBatcher(deps.database.db);
     this.telemetry = new TaskTelemetry(deps.metrics ?? createMetrics({}, { processMetrics: false }), deps.logger);
   }
@@ -79,7 +83,8 @@ export class TaskService {
     }
     const { task, created } = inserted;
     if (created) this.telemetry.enqueued({ task_id: task.task_id, agent_id: task.agent_id, priority: task.priority, request_id: options.requestId });
-    // Issued together so they share one Redis round trip (the reads see the ZADD: same connection, in order).
+    // Issued together so they share one Redis round trip: the dispatch's ZADD goes out first and the
+    // estimate's one script right behind it on the same connection, so the script sees the ZADD.
     const dispatched = created
       ? this.dispatcher
           .dispatch([{ taskId: task.task_id, priority: task.priority, score: Date.parse(task.created_at) }])
@@ -120,54 +125,28 @@ export class TaskService {
     return true;
   }
 
+  /** Queue position and completion estimate: one Redis round trip (src/queue/estimate.ts). */
   private async decorate(task: TaskRecord): Promise<TaskView> {
     if (isTerminal(task.status)) return { ...task, queue_position: null, estimated_completion_at: null };
-    let position: number | null;
-    let runtimeMs: number;
-    let capacity: { workers: number; busy: number };
+    let snapshot: QueueSnapshot;
     try {
-      [position, runtimeMs, capacity] = await Promise.all([
-        task.status === "pending" ? this.dispatcher.position(task.task_id, task.priority) : Promise.resolve(null),
-        this.averageRuntimeMs(),
-        this.capacity(),
-      ]);
+      snapshot = await this.estimator.read(task.status === "pending" ? { taskId: task.task_id, priority: task.priority } : null, RUNTIME_SAMPLES);
     } catch (error) {
       // Redis unreachable: the task itself is known (PostgreSQL); only the estimates are not.
       this.deps.logger.warn({ task_id: task.task_id, err: error }, "queue position unavailable");
       return { ...task, queue_position: null, estimated_completion_at: null };
     }
+    const { position, runtimesMs: samples } = snapshot;
+    const runtimeMs = samples.length === 0 ? DEFAULT_RUNTIME_MS : samples.reduce((a, b) => a + b, 0) / samples.length;
+    const workers = Math.max(1, snapshot.capacity.workers);
     const now = Date.now();
     let eta: number;
     if (task.status === "running" && task.started_at) eta = Math.max(now, Date.parse(task.started_at) + runtimeMs);
     else {
       // Tasks ahead run `workers` at a time; busy workers first finish what they run.
-      const ahead = (position ?? 1) - 1 + capacity.busy;
-      eta = now + (Math.floor(ahead / capacity.workers) + 1) * runtimeMs;
+      const ahead = (position ?? 1) - 1 + snapshot.capacity.busy;
+      eta = now + (Math.floor(ahead / workers) + 1) * runtimeMs;
     }
     return { ...task, queue_position: position, estimated_completion_at: new Date(eta).toISOString() };
-  }
-
-  private async averageRuntimeMs(): Promise<number> {
-    const samples = (await this.deps.redis.lrange(this.keys.runtimes, 0, RUNTIME_SAMPLES - 1)).map(Number).filter(Number.isFinite);
-    return samples.length === 0 ? DEFAULT_RUNTIME_MS : samples.reduce((a, b) => a + b, 0) / samples.length;
-  }
-
-  /** Live workers across supervisors (entries whose heartbeat has not expired). */
-  private async capacity(): Promise<{ workers: number; busy: number }> {
-    const entries = Object.values(await this.deps.redis.hgetall(this.keys.capacity));
-    let workers = 0;
-    let busy = 0;
-    const now = Date.now();
-    for (const raw of entries) {
-      try {
-        const c = JSON.parse(raw) as { workers: number; busy: number; expires: number };
-        if (c.expires < now) continue;
-        workers += c.workers;
-        busy += c.busy;
-      } catch {
-        // a malformed entry is ignored
-      }
-    }
-    return { workers: Math.max(1, workers), busy };
   }
 }

@@ -12,6 +12,7 @@ import { createLogger } from "../../src/logger.ts";
 import { createMetrics, type Metrics } from "../../src/metrics/registry.ts";
 import { storeSources } from "../../src/metrics/sources.ts";
 import { queueKeys } from "../../src/queue/keys.ts";
+import { KeyRevocations } from "../../src/queue/keyRevocations.ts";
 import type { Logger } from "pino";
 import { createTestDatabase, type TestDatabase } from "./db.ts";
 
@@ -28,6 +29,8 @@ export interface TestContext {
   config: Config;
   database: Database;
   redis: Redis;
+  /** The app's API-key revocation bus (as in serveApi): pass it to revokeApiKey. */
+  keyRevocations: KeyRevocations;
   testDb: TestDatabase;
   /** Sends a request to the API (path relative to /api/v1 unless it starts with "/" outside it). */
   request(method: string, path: string, options?: RequestOptions): Promise<TestResponse>;
@@ -72,7 +75,15 @@ export async function createTestContext(overrides: Partial<Config> = {}, options
     storeSources({ redis, keys: queueKeys(config.redisPrefix), database, cancelGraceMs: config.cancelGraceMs }),
     { logger, processMetrics: false },
   );
-  const app = createApp({ config, database, redis, logger, metrics, keys: createKeyVerifier(database.db, config.apiKeys) });
+  // Stored keys verified through the cache, wired as in serveApi (src/main.ts).
+  const keyRevocations = new KeyRevocations(redis, queueKeys(config.redisPrefix), logger);
+  const keyVerifier = createKeyVerifier(database.db, config.apiKeys, {
+    revocations: keyRevocations,
+    ttlMs: config.apiKeyCacheTtlMs,
+    negativeTtlMs: config.apiKeyNegativeCacheTtlMs,
+  });
+  await keyRevocations.ready();
+  const app = createApp({ config, database, redis, logger, metrics, keys: keyVerifier });
 
   async function request(method: string, path: string, options: RequestOptions = {}): Promise<TestResponse> {
     const url = path.startsWith("/") ? `http://localhost${path}` : `http://localhost${API_PREFIX}/${path}`;
@@ -100,9 +111,12 @@ export async function createTestContext(overrides: Partial<Config> = {}, options
     config,
     database,
     redis,
+    keyRevocations,
     testDb,
     request,
     async close() {
+      keyVerifier.close();
+      keyRevocations.close();
       const keys = await redis.keys(`${config.redisPrefix}:*`);
       if (keys.length > 0) await redis.del(...keys);
       redis.disconnect();

@@ -147,16 +147,16 @@ describe("stored API keys", () => {
     const doomed = await createApiKey(ctx.database.db, "doomed");
     const survivor = await createApiKey(ctx.database.db, "survivor");
     expect((await ctx.request("GET", "agents", { anonymous: true, headers: { "x-api-key": doomed.key } })).status).toBe(200);
-    expect(await revokeApiKey(ctx.database.db, doomed.keyId)).toBe(1);
+    expect(await revokeApiKey(ctx.database.db, doomed.keyId, ctx.keyRevocations)).toBe(1);
     expectUnauthorized(await ctx.request("GET", "agents", { anonymous: true, headers: { "x-api-key": doomed.key } }), "revoked");
     expect((await ctx.request("GET", "agents", { anonymous: true, headers: { "x-api-key": survivor.key } })).status).toBe(200);
     // Revoking again changes nothing.
-    expect(await revokeApiKey(ctx.database.db, doomed.keyId)).toBe(0);
+    expect(await revokeApiKey(ctx.database.db, doomed.keyId, ctx.keyRevocations)).toBe(0);
   });
 
   test("a revoked key is refused on writes and nothing is written", async () => {
     const k = await createApiKey(ctx.database.db, "writer");
-    await revokeApiKey(ctx.database.db, k.keyId);
+    await revokeApiKey(ctx.database.db, k.keyId, ctx.keyRevocations);
     const before = await tableCounts();
     const res = await ctx.request("POST", "taxonomies", {
       anonymous: true,
@@ -315,7 +315,7 @@ describe("listing keys", () => {
   test("lists every key with its revocation time and never the key or its hash", async () => {
     const kept = await createApiKey(ctx.database.db, "listed-kept");
     const gone = await createApiKey(ctx.database.db, "listed-gone");
-    await revokeApiKey(ctx.database.db, "listed-gone");
+    await revokeApiKey(ctx.database.db, "listed-gone", ctx.keyRevocations);
     const listed = await listApiKeys(ctx.database.db);
     const byId = new Map(listed.map((k) => [k.keyId, k]));
     expect(byId.get(kept.keyId)?.revokedAt).toBeNull();

@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { fileURLToPath } from "node:url";
 import { createTestContext, type TestContext } from "../helpers/app.ts";
+import { nextRevocation } from "../helpers/revocations.ts";
+import { createApiKey } from "../../src/auth/apiKeys.ts";
 
 const PROJECT_ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const KEY_PATTERN = /aq_[0-9a-f]{32}_[A-Za-z0-9_-]{43}/;
@@ -16,7 +18,8 @@ afterAll(() => ctx.close());
 async function keysCli(...args: string[]) {
   const proc = Bun.spawn([process.execPath, "run", "keys", ...args], {
     cwd: PROJECT_ROOT,
-    env: { ...process.env, DATABASE_URL: ctx.testDb.url },
+    // The CLI publishes revokes under the app's Redis prefix.
+    env: { ...process.env, DATABASE_URL: ctx.testDb.url, REDIS_URL: ctx.config.redisUrl, AGENTQ_REDIS_PREFIX: ctx.config.redisPrefix },
     stdout: "pipe",
     stderr: "pipe",
   });
@@ -53,9 +56,12 @@ test("`keys create` prints a new key once; it authenticates; `keys revoke <id>` 
   expect(listed.stdout).toContain("cli test key");
   expect(listed.stdout).not.toMatch(KEY_PATTERN);
 
+  // The key is cached now; the CLI's revoke reaches the app through Redis pub/sub.
+  const heard = nextRevocation(ctx.keyRevocations, keyId!);
   const revoked = await keysCli("revoke", keyId!);
-  expect({ code: revoked.code, stderr: revoked.stderr }).toEqual({ code: 0, stderr: expect.not.stringContaining("Error") });
+  expect({ code: revoked.code, stderr: revoked.stderr }).toEqual({ code: 0, stderr: expect.not.stringMatching(/Error|warning/) });
   expect(revoked.stdout).toContain("revoked 1 key");
+  await heard;
 
   const refused = await ctx.request("GET", "agents", withKey(key));
   expect(refused.status).toBe(401);
@@ -86,4 +92,21 @@ test("`keys create` without a name fails with the usage and writes nothing", asy
   expect(res.stdout).not.toMatch(KEY_PATTERN);
   const [after] = await ctx.database.sql<{ n: number }[]>`select count(*)::int as n from api_keys`;
   expect(after!.n).toBe(before!.n);
+});
+
+test("`keys revoke` with Redis unreachable still revokes, warns that API processes learn it only when their cache expires, exits 0", async () => {
+  const created = await createApiKey(ctx.database.db, "revoked while redis is down");
+  const proc = Bun.spawn([process.execPath, "run", "keys", "revoke", created.keyId], {
+    cwd: PROJECT_ROOT,
+    env: { ...process.env, DATABASE_URL: ctx.testDb.url, REDIS_URL: "redis://127.0.0.1:1/0", AGENTQ_REDIS_PREFIX: ctx.config.redisPrefix },
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  expect(code).toBe(0);
+  expect(stdout).toContain("revoked 1 key");
+  expect(stderr).toContain("warning");
+  expect(stderr).toContain("AGENTQ_API_KEY_CACHE_TTL_MS");
+  const [row] = await ctx.database.sql<{ revoked: boolean }[]>`select revoked_at is not null as revoked from api_keys where key_id = ${created.keyId}`;
+  expect(row!.revoked).toBe(true);
 });
