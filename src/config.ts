@@ -21,6 +21,12 @@ export const ConfigSchema = t.Object({
   defaultTargetDocuments: t.Integer({ minimum: 1 }),
   /** Largest accepted request body; larger ones get 413. */
   maxBodyBytes: t.Integer({ minimum: 1024 }),
+  /** Deepest nesting of arrays and objects in a request body; deeper ones get 400 before they are parsed. */
+  maxJsonDepth: t.Integer({ minimum: 8, maximum: 512 }),
+  /** Deepest nesting of an agent's retrieval_config or features_config (the object itself is level 1). */
+  maxConfigDepth: t.Integer({ minimum: 1, maximum: 256 }),
+  /** Largest retrieval_config or features_config, in bytes of its JSON text. */
+  maxConfigBytes: t.Integer({ minimum: 2 }),
   /** Most documents in one `POST /documents/bulk`. */
   bulkMaxDocuments: t.Integer({ minimum: 1 }),
   logLevel: t.Union([
@@ -110,6 +116,9 @@ export const ENV_NAMES: Record<keyof Config, string> = {
   confidenceThreshold: "AGENTQ_CONFIDENCE_THRESHOLD",
   defaultTargetDocuments: "AGENTQ_DEFAULT_TARGET_DOCUMENTS",
   maxBodyBytes: "AGENTQ_MAX_BODY_BYTES",
+  maxJsonDepth: "AGENTQ_MAX_JSON_DEPTH",
+  maxConfigDepth: "AGENTQ_MAX_CONFIG_DEPTH",
+  maxConfigBytes: "AGENTQ_MAX_CONFIG_BYTES",
   bulkMaxDocuments: "AGENTQ_BULK_MAX_DOCUMENTS",
   logLevel: "LOG_LEVEL",
   workers: "WORKERS",
@@ -150,6 +159,9 @@ export const DEFAULTS: Config = {
   confidenceThreshold: 0.7,
   defaultTargetDocuments: 10,
   maxBodyBytes: 1024 * 1024,
+  maxJsonDepth: 64,
+  maxConfigDepth: 32,
+  maxConfigBytes: 16 * 1024,
   bulkMaxDocuments: 1000,
   logLevel: "info",
   workers: 2,
@@ -225,6 +237,9 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     confidenceThreshold: num("confidenceThreshold"),
     defaultTargetDocuments: num("defaultTargetDocuments"),
     maxBodyBytes: num("maxBodyBytes"),
+    maxJsonDepth: num("maxJsonDepth"),
+    maxConfigDepth: num("maxConfigDepth"),
+    maxConfigBytes: num("maxConfigBytes"),
     bulkMaxDocuments: num("bulkMaxDocuments"),
     logLevel: pick("logLevel") ?? DEFAULTS.logLevel,
     workers: num("workers"),

@@ -9,7 +9,7 @@ import type { Config } from "./config.ts";
 import { openDatabase, type Database } from "./db/client.ts";
 import { prepareDatabase } from "./db/migrate.ts";
 import { createKeyVerifier } from "./auth/apiKeys.ts";
-import { createApp } from "./api/app.ts";
+import { createApp, listenOptions } from "./api/app.ts";
 import { createLogger } from "./logger.ts";
 import { createMetrics, type Metrics } from "./metrics/registry.ts";
 import { storeSources } from "./metrics/sources.ts";
@@ -69,8 +69,8 @@ export function serveApi(runtime: Runtime, isDraining: () => boolean) {
     keys.close();
     revocations.close();
   });
-  // Bun's own limit is a backstop above ours, so our 413 (with the error shape) answers first.
-  app.listen({ hostname: config.host, port: config.port, maxRequestBodySize: config.maxBodyBytes * 2 });
+  // Bun's body limit is out of the way, so every 413 is ours, with the error shape (listenOptions).
+  app.listen(listenOptions(config));
   logger.info({ host: config.host, port: app.server?.port }, "api listening; docs at /swagger");
   return app;
 }

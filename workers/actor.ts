@@ -1,148 +1,155 @@
 /**
- * A worker actor: one Bun Worker thread that pulls task ids from Redis
- * (blocking pop, highest priority first), claims each in PostgreSQL, runs it
- * with an AbortSignal, and tells the supervisor what happens by postMessage.
- * It runs one task at a time; the supervisor owns the clock (timeouts) and
- * relays cancels.
+ * A worker actor: runs up to `settings.concurrency` tasks at once. It takes task
+ * ids from the Redis priority queues (never more than it has free slots: one
+ * blocking pop when it has nothing, then one round trip for the rest), claims
+ * them with one fenced UPDATE, runs each with its own AbortSignal, and has their
+ * endings group-committed. It tells the supervisor what happens by messages on
+ * its port; the supervisor owns the clock (timeouts), relays cancels and renews
+ * leases.
+ *
+ * The port and every dependency are parameters (like graphile-worker's
+ * makeNewWorker takes getJob and completeJob), so the same logic runs in a Bun
+ * Worker thread (workers/thread.ts) and in a test process.
  */
-import Redis from "ioredis";
-import { openDatabase, type Database } from "../src/db/client.ts";
-import { claimTask } from "../src/db/tasks/claims.ts";
-import { completeTask, endTask } from "../src/db/tasks/completions.ts";
-import { recordProgress } from "../src/db/tasks/leases.ts";
-import { requeueTask } from "../src/db/tasks/recovery.ts";
-import { queueKeys, type QueueKeys } from "../src/queue/keys.ts";
-import { popNext } from "../src/queue/dispatch.ts";
-import { Dispatcher } from "../src/queue/dispatch.ts";
-import {
-  assertNever,
-  isSupervisorMessage,
-  type CancelReason,
-  type ReleasedStatus,
-  type SupervisorMessage,
-  type WorkerMessage,
-  type WorkerSettings,
-} from "../src/protocol/messages.ts";
+import type { Claim } from "../src/db/tasks/claims.ts";
+import type { Settled } from "../src/db/tasks/settle.ts";
+import type { Database } from "../src/db/client.ts";
+import type { Popped } from "../src/queue/pop.ts";
+import { endingFor, type Ending, type Stop, type StopReason } from "../src/core/settle.ts";
+import { assertNever, type SupervisorMessage, type WorkerMessage, type WorkerSettings } from "../src/protocol/messages.ts";
 import type { TaskHandler } from "./handlers/types.ts";
-import type { CoverageResult } from "../src/coverage/meter.ts";
 import { isTransientDbError } from "../src/db/errors.ts";
 
-declare const self: Worker;
-
-/** Recent run times kept for completion estimates. */
-const RUNTIME_SAMPLES = 100;
 /** Progress reaches PostgreSQL at most this often per task (the supervisor hears every step). */
 const PROGRESS_WRITE_INTERVAL_MS = 100;
+/** Pause after Redis or PostgreSQL failed us, before trying again. */
+const BACKOFF_MS = 250;
 
-interface Running {
-  taskId: string;
-  leaseToken: string;
+export interface ActorPort {
+  send(message: WorkerMessage): void;
+}
+
+/** Everything an actor does outside its own memory. */
+export interface ActorDeps {
+  /** Priority-ordered pops (src/queue/pop.ts). */
+  take(n: number): Promise<Popped[]>;
+  waitForOne(timeoutSeconds: number): Promise<Popped | null>;
+  /** Wakes a waitForOne at once (drain). */
+  interruptWait(): void;
+  /** One fenced UPDATE for all the ids (src/db/tasks/claims.ts). */
+  claim(taskIds: string[]): Promise<Claim[]>;
+  /** Group-committed ending (src/tasks/settleBatcher.ts): what was written, or null (nothing). */
+  settle(taskId: string, leaseToken: string, ending: Ending): Promise<Settled | null>;
+  progress(taskId: string, leaseToken: string, percent: number): Promise<void>;
+  /** Puts a task that went back to pending into its queue again. */
+  redispatch(task: Settled): Promise<void>;
+  /** A run time, for the API's completion estimates. */
+  recordRuntime(ms: number): void;
+  /** The database handlers run their statements on. */
+  database(): Database;
+  /** The connection died under us: the pool is replaced before its next use. */
+  connectionLost(): void;
+}
+
+interface RunningTask {
+  claim: Claim;
   controller: AbortController;
 }
 
-class Actor {
+export class Actor {
+  private readonly running = new Map<string, RunningTask>();
   private draining = false;
-  private running: Running | null = null;
-  private database: Database;
-  private readonly redis: Redis;
-  private readonly blocking: Redis;
-  private readonly keys: QueueKeys;
-  private readonly dispatcher: Dispatcher;
+  /** Resolves the wait for a free slot (or a drain). */
+  private wake: (() => void) | null = null;
 
   constructor(
     private readonly workerId: string,
     private readonly settings: WorkerSettings,
     private readonly handler: TaskHandler,
-  ) {
-    this.database = this.openPool();
-    this.redis = new Redis(settings.redisUrl, { maxRetriesPerRequest: null });
-    this.blocking = new Redis(settings.redisUrl, { maxRetriesPerRequest: null });
-    this.keys = queueKeys(settings.redisPrefix);
-    this.dispatcher = new Dispatcher(this.redis, this.keys);
-    for (const r of [this.redis, this.blocking]) r.on("error", () => {}); // reconnects by itself; failures surface in calls
-  }
+    private readonly port: ActorPort,
+    private readonly deps: ActorDeps,
+  ) {}
 
-  private openPool(): Database {
-    return openDatabase(this.settings.databaseUrl, { max: 2, applicationName: `agentq-worker-${this.workerId}` });
-  }
-
-  /**
-   * After a lost database connection the pool is replaced before its next use.
-   * postgres.js 3.4.9 as published can leave a connection whose backend died unable to
-   * send anything again, and statements issued while it closes may never settle;
-   * patches/postgres@3.4.9.patch fixes that (test/integration/postgres-driver.test.ts).
-   * The replacement stays as a second line of defence for the one place where a stuck
-   * statement costs most: the supervisor keeps renewing the lease, so the task would
-   * sit `running`. A fresh pool carries no state from the dead connections.
-   */
-  private replacePool() {
-    const old = this.database;
-    this.database = this.openPool();
-    void old.sql.end({ timeout: 0 }).catch(() => {});
-  }
-
-  send(message: WorkerMessage) {
-    self.postMessage(message);
-  }
-
-  log(level: "debug" | "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>) {
-    this.send({ type: "log", level, msg, fields: { worker_id: this.workerId, ...fields } });
+  /** Tasks running now (ids). */
+  runningTasks(): string[] {
+    return [...this.running.keys()];
   }
 
   handle(message: SupervisorMessage) {
     switch (message.type) {
       case "init":
-        return; // only the first init matters; see bootstrap below
+        return; // only the first init matters; the thread entry creates the actor with it
       case "cancel":
-        if (this.running?.taskId === message.taskId) this.running.controller.abort(message.reason);
+        this.running.get(message.taskId)?.controller.abort(message.reason);
         return;
       case "drain":
         this.draining = true;
         // Wake the blocking pop now instead of at its timeout.
-        if (!this.running) this.blocking.disconnect();
+        this.deps.interruptWait();
+        this.notify();
         return;
       default:
         assertNever(message);
     }
   }
 
-  async loop() {
-    this.send({ type: "ready", workerId: this.workerId });
+  /** Pulls and runs tasks until drained; resolves once its last task has ended. */
+  async run(): Promise<void> {
+    this.port.send({ type: "ready", workerId: this.workerId });
     while (!this.draining) {
-      let next: Awaited<ReturnType<typeof popNext>> = null;
+      const free = this.settings.concurrency - this.running.size;
+      if (free <= 0) {
+        await this.slotFreed();
+        continue;
+      }
+      let popped: Popped[];
       try {
-        next = await popNext(this.blocking, this.keys, this.settings.popTimeoutSeconds);
+        popped = await this.pop(free);
       } catch (error) {
         if (this.draining) break;
         this.log("warn", "redis pop failed; retrying", { err: String(error) });
-        await Bun.sleep(250);
+        await Bun.sleep(BACKOFF_MS);
         continue;
       }
-      if (!next) continue;
-      try {
-        await this.runOne(next.taskId);
-      } catch (error) {
-        // Bookkeeping failed (PostgreSQL unreachable, say). The task is no longer
-        // ours to manage: its lease lapses and the reconciler retries it.
-        this.log("error", "task bookkeeping failed; releasing the task", { task_id: next.taskId, err: String(error) });
-        if (isTransientDbError(error)) this.replacePool();
-        this.send({ type: "released", taskId: next.taskId, status: "unchanged", reason: "bookkeeping_failed" });
-        this.running = null;
-        await Bun.sleep(250);
-      }
+      if (popped.length > 0) await this.claimAndStart(popped);
     }
-    this.blocking.disconnect();
-    this.send({ type: "drained" });
+    // Draining: what runs goes on until it ends or the supervisor stops it.
+    while (this.running.size > 0) await this.slotFreed();
+    this.port.send({ type: "drained" });
   }
 
-  private async runOne(taskId: string) {
-    const claim = await claimTask(this.database.db, taskId, this.workerId, this.settings.leaseMs);
-    if (!claim) return; // cancelled, or someone else has it: nothing to do
+  /** At most `free` ids: what is queued now (one round trip), else a blocking wait for one and a top-up. */
+  private async pop(free: number): Promise<Popped[]> {
+    const taken = await this.deps.take(free);
+    if (taken.length > 0 || this.draining) return taken;
+    const first = await this.deps.waitForOne(this.settings.popTimeoutSeconds);
+    if (!first) return [];
+    const free2 = this.settings.concurrency - this.running.size - 1;
+    return free2 > 0 ? [first, ...(await this.deps.take(free2))] : [first];
+  }
+
+  private async claimAndStart(popped: Popped[]) {
+    let claims: Claim[];
+    try {
+      claims = await this.deps.claim(popped.map((p) => p.taskId));
+    } catch (error) {
+      // The ids left Redis unclaimed: they are still pending in PostgreSQL, and the
+      // reconciler dispatches them again once they are stale.
+      this.log("error", "claim failed; the reconciler will dispatch the tasks again", { task_ids: popped.map((p) => p.taskId), err: String(error) });
+      if (isTransientDbError(error)) this.deps.connectionLost();
+      await Bun.sleep(BACKOFF_MS);
+      return;
+    }
+    // Ids not claimed were cancelled, taken by someone else, or deleted: dropped.
+    for (const claim of claims) this.start(claim);
+  }
+
+  private start(claim: Claim) {
     const controller = new AbortController();
-    this.running = { taskId, leaseToken: claim.leaseToken, controller };
-    this.send({
+    this.running.set(claim.taskId, { claim, controller });
+    this.port.send({
       type: "started",
-      taskId,
+      taskId: claim.taskId,
       agentId: claim.agentId,
       priority: claim.priority,
       leaseToken: claim.leaseToken,
@@ -150,124 +157,104 @@ class Actor {
       timeoutMs: claim.timeoutMs,
       waitMs: claim.waitMs,
     });
+    void this.runTask(claim, controller.signal).finally(() => {
+      this.running.delete(claim.taskId);
+      this.notify();
+    });
+  }
+
+  private async runTask(claim: Claim, signal: AbortSignal) {
     const started = performance.now();
-    let lastPercent = 0;
-    let lastProgressWrite = started;
-    let result: CoverageResult;
+    const stop = await this.execute(claim, signal);
+    const ending = endingFor(stop);
+    const { taskId } = claim;
+    if (!ending) {
+      // Cancelled by the API (which wrote `cancelled`) or no longer ours: nothing to write.
+      if (stop.how === "stopped" && stop.reason === "cancelled") this.port.send({ type: "cancelled", taskId });
+      else this.port.send({ type: "released", taskId, status: "unchanged", reason: "lease_lost" });
+      return;
+    }
+    let settled: Settled | null;
     try {
-      result = await this.handler({
+      settled = await this.deps.settle(taskId, claim.leaseToken, ending);
+    } catch (error) {
+      // Not written (or unknown): the lease lapses and the reconciler decides.
+      this.log("error", "task bookkeeping failed; releasing the task", { task_id: taskId, err: String(error) });
+      if (isTransientDbError(error)) this.deps.connectionLost();
+      this.port.send({ type: "released", taskId, status: "unchanged", reason: "bookkeeping_failed" });
+      return;
+    }
+    if (!settled) return this.port.send({ type: "released", taskId, status: "unchanged", reason: "lease_lost" });
+    const durationMs = Math.round(performance.now() - started);
+    switch (settled.status) {
+      case "completed":
+        this.deps.recordRuntime(durationMs);
+        return this.port.send({ type: "completed", taskId, durationMs });
+      case "timeout":
+        return this.port.send({ type: "timed_out", taskId });
+      case "failed":
+        // Its own failure, or a retry with no attempts left.
+        if (ending.kind === "failed") return this.port.send({ type: "failed", taskId, error: ending.error });
+        return this.port.send({ type: "released", taskId, status: "failed", reason: releaseReason(stop) });
+      case "pending":
+        await this.deps.redispatch(settled).catch((error) => this.log("warn", "redispatch failed; the reconciler will do it", { task_id: taskId, err: String(error) }));
+        return this.port.send({ type: "released", taskId, status: "pending", reason: releaseReason(stop) });
+      default:
+        throw new Error(`settle wrote an unexpected status ${settled.status}`);
+    }
+  }
+
+  /** Runs the handler and says how the task stopped. */
+  private async execute(claim: Claim, signal: AbortSignal): Promise<Stop> {
+    const { taskId, leaseToken } = claim;
+    let lastPercent = 0;
+    let lastWrite = performance.now();
+    try {
+      const result = await this.handler({
         taskId,
         agentId: claim.agentId,
         agent: claim.agent,
         attempt: claim.attempt,
-        database: this.database,
+        database: this.deps.database(),
         settings: this.settings,
-        signal: controller.signal,
+        signal,
         progress: async (percent) => {
           if (percent <= lastPercent) return;
           lastPercent = percent;
-          this.send({ type: "progress", taskId, percent });
+          this.port.send({ type: "progress", taskId, percent });
           // Throttled: a short task writes no progress rows at all (completion writes 100).
           const now = performance.now();
-          if (now - lastProgressWrite < PROGRESS_WRITE_INTERVAL_MS) return;
-          lastProgressWrite = now;
-          await recordProgress(this.database.db, taskId, claim.leaseToken, percent);
+          if (now - lastWrite < PROGRESS_WRITE_INTERVAL_MS) return;
+          lastWrite = now;
+          await this.deps.progress(taskId, leaseToken, percent);
         },
       });
-      if (controller.signal.aborted) throw controller.signal.reason;
+      if (signal.aborted) return { how: "stopped", reason: signal.reason as StopReason };
+      return { how: "returned", result };
     } catch (error) {
-      await this.finishAfterError(taskId, claim.leaseToken, controller.signal, error);
-      this.running = null;
-      return;
+      if (signal.aborted) return { how: "stopped", reason: signal.reason as StopReason };
+      const transient = isTransientDbError(error);
+      if (transient) this.deps.connectionLost();
+      return { how: "threw", error, transient };
     }
-    // Errors from here on are bookkeeping errors: loop() releases the task.
-    const outcome = await completeTask(this.database.db, taskId, claim.leaseToken, result);
-    this.running = null;
-    const durationMs = Math.round(performance.now() - started);
-    if (outcome === "completed") {
-      this.send({ type: "completed", taskId, durationMs });
-      // Only feeds completion estimates: losing a sample is fine.
-      await this.redis
-        .pipeline()
-        .lpush(this.keys.runtimes, durationMs)
-        .ltrim(this.keys.runtimes, 0, RUNTIME_SAMPLES - 1)
-        .exec()
-        .catch(() => {});
-    } else if (outcome === "cancelled") this.send({ type: "cancelled", taskId });
-    else this.send({ type: "released", taskId, status: "unchanged", reason: "lease_lost" });
   }
 
-  private async finishAfterError(taskId: string, leaseToken: string, signal: AbortSignal, error: unknown) {
-    const db = this.database.db;
-    if (signal.aborted) {
-      const reason = signal.reason as CancelReason;
-      switch (reason) {
-        // Each message says what this actor's fenced UPDATE wrote; nothing written (lease lost) is `released`.
-        case "cancelled":
-          if (await endTask(db, taskId, leaseToken, "cancelled", null)) this.send({ type: "cancelled", taskId });
-          else this.send({ type: "released", taskId, status: "unchanged", reason: "lease_lost" });
-          return;
-        case "timeout":
-          if (await endTask(db, taskId, leaseToken, "timeout", "task exceeded its time limit")) this.send({ type: "timed_out", taskId });
-          else this.send({ type: "released", taskId, status: "unchanged", reason: "lease_lost" });
-          return;
-        case "lease_lost":
-          // The row is gone or has another owner: nothing of ours may be written.
-          this.send({ type: "released", taskId, status: "unchanged", reason: "lease_lost" });
-          return;
-        case "shutdown": {
-          const back = await requeueTask(db, taskId, leaseToken, "handed back on shutdown", true);
-          if (back?.status === "pending") await this.dispatcher.dispatch([{ taskId, priority: back.priority, score: Date.parse(back.created_at) }]);
-          this.send({ type: "released", taskId, status: releasedStatus(back), reason: back ? "shutdown" : "lease_lost" });
-          return;
-        }
-        default:
-          assertNever(reason);
-      }
-    }
-    const message = error instanceof Error ? error.message : String(error);
-    if (isTransientDbError(error)) {
-      // The database went away under the task: not the task's fault, so it is retried.
-      this.replacePool();
-      const back = await requeueTask(this.database.db, taskId, leaseToken, `database connection lost: ${message}`.slice(0, 2000));
-      if (back?.status === "pending") await this.dispatcher.dispatch([{ taskId, priority: back.priority, score: Date.parse(back.created_at) }]);
-      this.send({ type: "released", taskId, status: releasedStatus(back), reason: back ? "connection_lost" : "lease_lost" });
-      return;
-    }
-    if (await endTask(db, taskId, leaseToken, "failed", message.slice(0, 2000))) this.send({ type: "failed", taskId, error: message.slice(0, 2000) });
-    else this.send({ type: "released", taskId, status: "unchanged", reason: "lease_lost" });
+  private slotFreed(): Promise<void> {
+    return new Promise((resolve) => (this.wake = resolve));
   }
 
-  async close() {
-    this.redis.disconnect();
-    this.blocking.disconnect();
-    await this.database.close();
+  private notify() {
+    const wake = this.wake;
+    this.wake = null;
+    wake?.();
+  }
+
+  private log(level: "debug" | "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>) {
+    this.port.send({ type: "log", level, msg, fields: { worker_id: this.workerId, ...fields } });
   }
 }
 
-/** What a requeue wrote, for the `released` message (null: the lease was lost, nothing written). */
-function releasedStatus(back: { status: string } | null): ReleasedStatus {
-  if (!back) return "unchanged";
-  return back.status === "failed" || back.status === "cancelled" ? back.status : "pending";
-}
-
-/** Entry for a worker script: wires the thread's messages to an actor running `handler`. */
-export function runActor(handler: TaskHandler) {
-  let actor: Actor | null = null;
-  self.addEventListener("message", (event: MessageEvent) => {
-    const message: unknown = event.data;
-    if (!isSupervisorMessage(message)) return;
-    if (message.type === "init" && !actor) {
-      actor = new Actor(message.workerId, message.settings, handler);
-      const a = actor;
-      a.loop()
-        .then(() => a.close())
-        .catch((error) => {
-          // An actor that cannot go on dies loudly; the supervisor replaces the thread.
-          throw error;
-        });
-      return;
-    }
-    actor?.handle(message);
-  });
+/** Why a task went back (or ran out of attempts) without an ending of its own. */
+function releaseReason(stop: Stop): "shutdown" | "connection_lost" {
+  return stop.how === "stopped" && stop.reason === "shutdown" ? "shutdown" : "connection_lost";
 }

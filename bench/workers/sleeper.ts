@@ -4,7 +4,7 @@
  * rejects the sleep at once with the signal's reason, so the actor ends the
  * task `cancelled`; what is measured is the engine's cancel path, not the task.
  */
-import { runActor } from "../../workers/actor.ts";
+import { runActor } from "../../workers/thread.ts";
 import { coverageRefresh } from "../../workers/handlers/coverageRefresh.ts";
 
 const SLEEP_MS = 60_000;

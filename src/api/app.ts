@@ -6,8 +6,9 @@ import { Elysia } from "elysia";
 import { openapi } from "@elysiajs/openapi";
 import type { AppDeps } from "./deps.ts";
 import { jsonBody } from "./body.ts";
-import { toErrorResponse } from "./errors.ts";
+import { errorForLog, toErrorResponse } from "./errors.ts";
 import { AppError } from "../core/errors.ts";
+import type { Config } from "../config.ts";
 import { systemRoutes } from "./system/index.ts";
 import { taxonomyRoutes } from "./taxonomies/index.ts";
 import { documentRoutes } from "./documents/index.ts";
@@ -31,6 +32,35 @@ function apiKeyGuard(deps: AppDeps) {
     if (!(await deps.keys.verify(key))) throw new AppError("unauthorized", "unknown or revoked API key");
   };
 }
+
+/**
+ * Headers on every response the app makes: `nosniff` everywhere (no browser guesses a
+ * JSON error to be HTML), and `no-store` on the API (its answers are per key and change).
+ * Set on arrival, so error responses and 401s carry them too.
+ */
+function securityHeaders({ request, set }: { request: Request; set: { headers: Record<string, unknown> } }) {
+  set.headers["x-content-type-options"] = "nosniff";
+  const path = new URL(request.url).pathname;
+  if (path === API_PREFIX || path.startsWith(`${API_PREFIX}/`)) set.headers["cache-control"] = "no-store";
+}
+
+/**
+ * Bun answers some requests itself, before the app sees them, with an empty body: a body
+ * over `maxRequestBodySize` (413), a header block over 16 KiB or more than about 200 header
+ * fields (431, configurable only by `bun --max-http-header-size`), and requests it cannot
+ * parse (400). Bun has no hook for any of these. The body limit can be moved out of the way:
+ * it is set far above the app's own (src/api/body.ts), which refuses a declared or streamed
+ * body over AGENTQ_MAX_BODY_BYTES with a 413 in the error shape and reads no more of it.
+ * The header and parse limits remain Bun's (README, "Limits").
+ */
+export const BUN_MAX_REQUEST_BODY_BYTES = Number.MAX_SAFE_INTEGER;
+
+/** What `bun run api` and `bun run start` hand to `app.listen`. */
+export const listenOptions = (config: Pick<Config, "host" | "port">) => ({
+  hostname: config.host,
+  port: config.port,
+  maxRequestBodySize: BUN_MAX_REQUEST_BODY_BYTES,
+});
 
 interface RouteEntry {
   method: string;
@@ -73,6 +103,7 @@ export function createApp(appDeps: AppDeps) {
   const http = httpTelemetry(deps.metrics, deps.logger, () => root.routes);
   return root
     .onRequest(http.onRequest)
+    .onRequest(securityHeaders)
     .onAfterResponse({ as: "global" }, http.onAfterResponse)
     .onAfterHandle(documentJsonBodies(() => root.routes))
     .use(
@@ -94,15 +125,28 @@ export function createApp(appDeps: AppDeps) {
     )
     .error({ AppError })
     .onError({ as: "global" }, ({ code, error, set, request }) => {
-      const mapped = toErrorResponse(code, error);
+      let mapped: ReturnType<typeof toErrorResponse>;
+      let failure: unknown = error;
+      try {
+        mapped = toErrorResponse(code, error);
+      } catch (formatting) {
+        // Never Elysia's text/plain "Something went wrong!": the shape holds even if mapping fails.
+        mapped = { status: 500, body: { error: { code: "internal_error", message: "internal error" } }, internal: true };
+        failure = formatting;
+      }
       if (mapped.internal)
-        deps.logger.error({ err: error, method: request.method, url: request.url, request_id: http.requestId(request) }, "request failed");
+        deps.logger.error(
+          { err: errorForLog(failure), method: request.method, url: request.url.slice(0, 2048), request_id: http.requestId(request) },
+          "request failed",
+        );
       set.status = mapped.status;
       set.headers["content-type"] = "application/json";
+      // The rest of a refused body is not read: end the connection instead of draining it.
+      if (mapped.status === 413) set.headers.connection = "close";
       return mapped.body;
     })
     .onRequest(apiKeyGuard(deps))
-    .use(jsonBody(deps.config.maxBodyBytes))
+    .use(jsonBody(deps.config))
     .use(systemRoutes(deps))
     .use(api);
 }

@@ -3,8 +3,10 @@
  * own errors and PostgreSQL error classes all map to `{error: {code, message, details}}`.
  */
 import { t } from "elysia";
+import { ValueErrorType, type ValueError } from "@sinclair/typebox/errors";
 import { AppError, type ErrorCode } from "../core/errors.ts";
-import { isTransientDbError } from "../db/errors.ts";
+import { isTransientDbError, sqlState } from "../db/errors.ts";
+import { preview, truncate } from "./jsonLimits.ts";
 
 /** ioredis gives up on a command when it cannot reach Redis. */
 const isRedisUnavailable = (error: unknown) =>
@@ -53,33 +55,67 @@ interface ValidationIssue {
   message: string;
 }
 
-interface SchemaError {
-  path?: string;
-  message?: string;
-  summary?: string;
-  schema?: { anyOf?: unknown[] };
-}
+/** Issues reported per error; a body with more problems than this is not walked further. */
+const MAX_ISSUES = 20;
 
 /** The allowed values when the schema is a choice of literals (e.g. priority), else undefined. */
-function literalChoices(schema: SchemaError["schema"]): string | undefined {
+function literalChoices(schema: { anyOf?: unknown[] } | undefined): string | undefined {
   const options = schema?.anyOf;
   if (!Array.isArray(options) || options.length === 0) return undefined;
   if (!options.every((o) => typeof o === "object" && o !== null && "const" in o)) return undefined;
-  return options.map((o) => JSON.stringify((o as { const: unknown }).const)).join(", ");
+  return truncate(options.map((o) => preview((o as { const: unknown }).const)).join(", "), 500);
+}
+
+/**
+ * One issue in words. TypeBox's own messages never quote the value; where we name it, it is
+ * through preview(), so no input, however long or deep, makes the message long or the
+ * formatting slow. (Elysia's summaries interpolate the whole value: a value 5,000 levels
+ * deep overflowed the stack while formatting.)
+ */
+function describeIssue(e: ValueError): string {
+  // TypeBox words a failed choice of literals by their types ("one of: 'string', 'string'"): name the values.
+  const choices = literalChoices(e.schema as { anyOf?: unknown[] });
+  if (choices) return `must be one of ${choices}`;
+  const property = e.path ? `Property '${truncate(e.path.slice(1).replaceAll("/", "."), 200)}'` : "Value";
+  switch (e.type) {
+    case ValueErrorType.ObjectAdditionalProperties:
+      return `${property} should not be provided`;
+    case ValueErrorType.ObjectRequiredProperty:
+      return `${property} is missing`;
+    case ValueErrorType.StringFormat:
+      return `${property} should be ${String((e.schema as { format?: string }).format)}`;
+    case ValueErrorType.String:
+      return `Expected string but found ${preview(e.value)}`;
+    default:
+      return truncate(e.message, 500);
+  }
+}
+
+interface FailedValidation {
+  validator?: { Errors?: (value: unknown) => Iterable<ValueError> };
+  value?: unknown;
 }
 
 function validationIssues(error: unknown): ValidationIssue[] {
-  const all = (error as { all?: SchemaError[] }).all ?? [];
-  return all.slice(0, 20).map((e) => {
-    // TypeBox words a failed choice of literals by their types ("one of: 'string', 'string'"): name the values.
-    const choices = literalChoices(e.schema);
-    return { path: e.path || "/", message: choices ? `must be one of ${choices}` : (e.summary ?? e.message ?? "invalid") };
-  });
+  const { validator, value } = error as FailedValidation;
+  const issues: ValidationIssue[] = [];
+  if (typeof validator?.Errors !== "function") return issues;
+  for (const e of validator.Errors(value)) {
+    issues.push({ path: e.path ? truncate(e.path, 200) : "/", message: describeIssue(e) });
+    if (issues.length >= MAX_ISSUES) break;
+  }
+  return issues;
 }
 
 /** PostgreSQL SQLSTATEs that mean the client sent something the database refuses. */
 const PG_CLIENT_ERRORS: Record<string, { status: number; code: string; message: string }> = {
   "22P02": { status: 400, code: "validation_error", message: "a value has the wrong format" },
+  "22007": { status: 400, code: "validation_error", message: "a date or time has the wrong format" },
+  "22008": { status: 400, code: "validation_error", message: "a date or time is out of range or not a calendar date" },
+  // stack depth limit exceeded: a jsonb value nested too deeply for PostgreSQL's parser.
+  "54001": { status: 400, code: "validation_error", message: "a value is nested too deeply" },
+  // program limit exceeded, e.g. an index row larger than a page.
+  "54000": { status: 400, code: "validation_error", message: "a value is larger than the database accepts" },
   "22003": { status: 400, code: "validation_error", message: "a number is out of range" },
   "22001": { status: 400, code: "validation_error", message: "a value is too long" },
   // NUL ("\u0000") in text: jsonb refuses the escape (22P05), a text parameter the byte (22021).
@@ -91,6 +127,29 @@ const PG_CLIENT_ERRORS: Record<string, { status: number; code: string; message: 
   "40001": { status: 409, code: "conflict", message: "a concurrent change conflicted; retry" },
   "40P01": { status: 409, code: "conflict", message: "a concurrent change conflicted; retry" },
 };
+
+/** Class 22 is "data exception": whatever its subclass, the value sent is at fault. */
+const DATA_EXCEPTION = { status: 400, code: "validation_error", message: "a value is not acceptable to the database" };
+
+const pgClientError = (state: string | undefined) =>
+  state === undefined ? undefined : (PG_CLIENT_ERRORS[state] ?? (state.startsWith("22") ? DATA_EXCEPTION : undefined));
+
+/**
+ * A thrown value as a log field, bounded: a driver error's message can carry the statement
+ * and every parameter (a 40 KB body made a 122 KB log line), so text is cut and only the
+ * fields worth reading are kept, down a short chain of causes.
+ */
+export function errorForLog(error: unknown, depth = 0): unknown {
+  if (!(error instanceof Error)) return preview(error, { maxLength: 2000, maxDepth: 3 });
+  const { code, cause } = error as { code?: unknown; cause?: unknown };
+  return {
+    type: error.name,
+    message: truncate(error.message, 2000),
+    ...(typeof code === "string" || typeof code === "number" ? { code } : {}),
+    stack: truncate(error.stack ?? "", 4000),
+    ...(cause !== undefined && depth < 3 ? { cause: errorForLog(cause, depth + 1) } : {}),
+  };
+}
 
 
 /**
@@ -111,7 +170,7 @@ export function toErrorResponse(elysiaCode: string | number, error: unknown): Er
     const on = raw === "property" ? "query" : raw;
     const issues = validationIssues(error);
     const first = issues[0];
-    const found = raw === "property" ? ` (value ${JSON.stringify((error as { value?: unknown }).value)})` : "";
+    const found = raw === "property" ? ` (value ${preview((error as { value?: unknown }).value)})` : "";
     const where = first && first.path !== "/" ? `${first.path} ` : "";
     const message = first ? `invalid ${on}: ${where}${first.message}${found}` : `invalid ${on}`;
     return { ...respond(400, "validation_error", message, { on, issues }), internal: false };
@@ -120,11 +179,11 @@ export function toErrorResponse(elysiaCode: string | number, error: unknown): Er
   if (elysiaCode === "INVALID_COOKIE_SIGNATURE" || elysiaCode === "INVALID_FILE_TYPE")
     return { ...respond(400, "validation_error", String((error as Error).message)), internal: false };
   // Drizzle wraps the driver's error (DrizzleQueryError) and keeps the PostgresError as `cause`.
-  const pgError = ((error as { code?: unknown })?.code !== undefined ? error : cause) as { code?: string; detail?: string } | undefined;
-  const pgCode = pgError?.code;
-  if (pgCode && PG_CLIENT_ERRORS[pgCode]) {
-    const m = PG_CLIENT_ERRORS[pgCode];
-    return { ...respond(m.status, m.code, m.message, { detail: pgError?.detail }), internal: false };
+  const pg = sqlState(error);
+  const mapped = pgClientError(pg?.code);
+  if (mapped) {
+    const detail = typeof pg?.detail === "string" ? truncate(pg.detail, 500) : undefined;
+    return { ...respond(mapped.status, mapped.code, mapped.message, { detail }), internal: false };
   }
   if (isTransientDbError(error) || isRedisUnavailable(error))
     return { ...respond(503, "dependency_unavailable", "a backing service is unavailable; retry later"), internal: true };

@@ -2,7 +2,7 @@
  * The coverage computation as a background task runs it: the same formula as
  * measureCoverage, in a bounded number of steps (scope, at most MAX_BATCHES
  * node batches, totals) so it can report real progress and stop between steps
- * when its AbortSignal fires. Small scopes take two steps (scope, then nodes
+ * when its AbortSignal fires (which also cancels the statement in flight). Small scopes take two steps (scope, then nodes
  * and totals together). Statements are prepared: this is the hot path.
  */
 import { sql } from "drizzle-orm";
@@ -64,6 +64,8 @@ export async function measureCoverageInSteps(
   hooks: StepHooks = {},
 ): Promise<CoverageResult> {
   const { signal, onProgress } = hooks;
+  // Every statement carries the signal: an abort cancels the one running in PostgreSQL.
+  const q = { signal };
   checkpoint(signal);
   const scopeRows = await queryPrepared<{ node_id: string }>(
     db,
@@ -73,6 +75,7 @@ export async function measureCoverageInSteps(
       union
       select e.child_id from taxonomy_edges e join scope s on e.parent_id = s.node_id where e.version = ${agent.taxonomy_version}::text
     ) select node_id from scope order by node_id`,
+    q,
   );
   const scope = scopeRows.map((r) => r.node_id);
   await onProgress?.(10);
@@ -85,6 +88,7 @@ export async function measureCoverageInSteps(
       db,
       sql`with per_node as (${nodeStatsQuery(agent, settings, scope)}), totals as (${totalsQuery(agent, settings, scope)})
           select per_node.*, totals.* from per_node cross join totals`,
+      q,
     );
     nodes.push(...rows.map(toNodeStats));
     totals = rows[0];
@@ -92,12 +96,12 @@ export async function measureCoverageInSteps(
     const batchSize = Math.ceil(scope.length / MAX_BATCHES);
     for (let i = 0; i < scope.length; i += batchSize) {
       checkpoint(signal);
-      const rows = await queryPrepared<NodeRow>(db, nodeStatsQuery(agent, settings, scope.slice(i, i + batchSize)));
+      const rows = await queryPrepared<NodeRow>(db, nodeStatsQuery(agent, settings, scope.slice(i, i + batchSize)), q);
       nodes.push(...rows.map(toNodeStats));
       await onProgress?.(10 + Math.round((80 * Math.min(scope.length, i + batchSize)) / scope.length));
     }
     checkpoint(signal);
-    [totals] = await queryPrepared<TotalsRow>(db, totalsQuery(agent, settings, scope));
+    [totals] = await queryPrepared<TotalsRow>(db, totalsQuery(agent, settings, scope), q);
   }
   await onProgress?.(95);
   checkpoint(signal);

@@ -38,3 +38,14 @@ export const isTransientDbError = (error: unknown): boolean => hasErrorCode(erro
 
 /** A foreign key violation (23503): the row referred to does not exist. */
 export const isForeignKeyViolation = (error: unknown): boolean => hasErrorCode(error, (code) => code === "23503");
+
+const SQLSTATE = /^[0-9A-Z]{5}$/;
+
+/** The SQLSTATE (and detail) of a PostgreSQL error, or of the one it wraps; undefined for anything else. */
+export function sqlState(error: unknown): { code: string; detail?: unknown } | undefined {
+  for (let e: unknown = error, depth = 0; e && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
+    const { code, detail } = e as { code?: unknown; detail?: unknown };
+    if (typeof code === "string" && SQLSTATE.test(code)) return { code, detail };
+  }
+  return undefined;
+}

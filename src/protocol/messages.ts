@@ -4,6 +4,7 @@
  * (see `assertNever`). Runtime guards check what arrives over postMessage.
  */
 import { PRIORITIES, type Priority } from "../core/tasks.ts";
+import type { StopReason } from "../core/settle.ts";
 
 /** What a worker needs to run; handed over in `init`, never read from the environment. */
 export interface WorkerSettings {
@@ -13,6 +14,8 @@ export interface WorkerSettings {
   confidenceThreshold: number;
   defaultTargetDocuments: number;
   leaseMs: number;
+  /** Tasks the actor runs at once; it never holds more ids than it has free slots. */
+  concurrency: number;
   /** How long one blocking pop waits before checking for a drain. */
   popTimeoutSeconds: number;
 }
@@ -21,7 +24,7 @@ export interface WorkerSettings {
  * Why the supervisor stops a task: a client's cancel, the time limit, a shutdown, or a lease
  * it could not renew (the row is gone or belongs to another owner: write nothing, stop now).
  */
-export type CancelReason = "cancelled" | "timeout" | "shutdown" | "lease_lost";
+export type CancelReason = StopReason;
 
 /** What a `released` task became: what the actor's requeue wrote, or `unchanged` (nothing written). */
 export const RELEASED_STATUSES = ["pending", "failed", "cancelled", "unchanged"] as const;
@@ -45,7 +48,10 @@ export type WorkerMessage =
   | { type: "started"; taskId: string; agentId: string; priority: Priority; leaseToken: string; attempt: number; timeoutMs: number; waitMs: number }
   | { type: "progress"; taskId: string; percent: number }
   | { type: "completed"; taskId: string; durationMs: number }
-  /** `failed`, `cancelled` and `timed_out` are sent only when the actor's fenced UPDATE wrote that status. */
+  /**
+   * `completed`, `failed` and `timed_out` are sent only after the actor's fenced UPDATE wrote that status and
+   * committed. `cancelled`: the task stopped because the API cancelled it (the API's UPDATE wrote the status).
+   */
   | { type: "failed"; taskId: string; error: string }
   | { type: "cancelled"; taskId: string }
   | { type: "timed_out"; taskId: string }

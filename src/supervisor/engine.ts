@@ -1,10 +1,12 @@
 /**
- * The task engine of one process: a supervisor of worker threads plus the
- * reconciler. Started by `bun run supervisor` and `bun run start`.
+ * The task engine of one process: a supervisor of worker threads, the
+ * reconciler and the webhook sender. The one composition function: the CLI
+ * (`bun run supervisor`, `bun run start`), the tests and the benchmarks all
+ * build the engine here, so test wiring cannot drift from production.
  */
 import Redis from "ioredis";
 import type { Runtime } from "../main.ts";
-import { Supervisor } from "./supervisor.ts";
+import { Supervisor, type SupervisorEvent } from "./supervisor.ts";
 import { Reconciler } from "./reconciler.ts";
 import { Dispatcher } from "../queue/dispatch.ts";
 import { queueKeys } from "../queue/keys.ts";
@@ -13,7 +15,7 @@ import { WebhookSender } from "../webhooks/sender.ts";
 export interface Engine {
   supervisor: Supervisor;
   reconciler: Reconciler;
-  /** Null when no webhook secret is configured (deliveries then wait in the outbox). */
+  /** Null when no webhook secret is configured (deliveries then wait in the outbox) or webhooks are off. */
   webhooks: WebhookSender | null;
   stop(): Promise<void>;
 }
@@ -24,9 +26,17 @@ export interface EngineOptions {
   concurrency?: number;
   workerUrl?: string;
   onFatal?: (error: Error) => void;
+  /** Run the reconciler's periodic pass (default true; tests of a lost dispatch turn it off). */
+  reconcile?: boolean;
+  /** Run a webhook sender when secrets are configured (default true). */
+  webhooks?: boolean;
+  /** Pause between thread spawns (default 25 ms). */
+  spawnStaggerMs?: number;
+  /** Hears every supervisor event from the first thread's spawn on (tests, benchmarks). */
+  observe?: (event: SupervisorEvent) => void;
 }
 
-export async function startEngine(runtime: Runtime, options: EngineOptions): Promise<Engine> {
+export async function startEngine(runtime: Omit<Runtime, "close">, options: EngineOptions): Promise<Engine> {
   const { config, database, redis, logger } = runtime;
   const subscriber = new Redis(config.redisUrl, { maxRetriesPerRequest: null });
   subscriber.on("error", (error) => logger.warn({ err: error }, "redis subscriber error"));
@@ -37,11 +47,13 @@ export async function startEngine(runtime: Runtime, options: EngineOptions): Pro
     subscriber,
     logger,
     workers: options.workers,
+    concurrency: options.concurrency,
     workerUrl: options.workerUrl,
     onFatal: options.onFatal,
-    spawnStaggerMs: 25,
+    spawnStaggerMs: options.spawnStaggerMs ?? 25,
     metrics: runtime.metrics,
   });
+  if (options.observe) supervisor.on(options.observe);
   const reconciler = new Reconciler({
     config,
     database,
@@ -50,10 +62,17 @@ export async function startEngine(runtime: Runtime, options: EngineOptions): Pro
     metrics: runtime.metrics,
   });
   // The sender lives here, in the supervisor's main thread, never in a worker actor.
-  const webhooks = config.webhookSecrets.length > 0 ? new WebhookSender({ config, database, logger, metrics: runtime.metrics }) : null;
-  if (!webhooks) logger.warn("no AGENTQ_WEBHOOK_SECRETS: webhook deliveries wait in the outbox until a sender with a secret runs");
-  await supervisor.start();
-  reconciler.start();
+  const webhooks =
+    options.webhooks !== false && config.webhookSecrets.length > 0 ? new WebhookSender({ config, database, logger, metrics: runtime.metrics }) : null;
+  if (config.webhookSecrets.length === 0) logger.warn("no AGENTQ_WEBHOOK_SECRETS: webhook deliveries wait in the outbox until a sender with a secret runs");
+  try {
+    await supervisor.start();
+  } catch (error) {
+    await supervisor.stop().catch(() => {});
+    subscriber.disconnect();
+    throw error;
+  }
+  if (options.reconcile !== false) reconciler.start();
   await webhooks?.start();
   return {
     supervisor,

@@ -1,38 +1,37 @@
 /**
- * The supervisor: owns N long-lived worker actor threads.
+ * The supervisor: owns N long-lived worker actor threads, each running up to
+ * C tasks at once. It is put together from parts with one job each:
  *
- *  - spawns them one by one with a ready handshake (staggered start),
- *  - replaces a crashed thread (restart intensity limit, then gives up loudly)
- *    and puts the task it held back in the queue (or fails it after max attempts),
- *  - owns the clock: a task past its time limit is told to stop, and its thread
- *    terminated if it does not within the grace period,
- *  - relays cancels heard on Redis pub/sub to the thread running the task,
- *  - renews the leases of running tasks,
- *  - drains on stop: no new tasks, running ones finish until the deadline,
- *    the rest are handed back.
+ *  - the pool (src/supervisor/pool.ts): threads, ready handshake, restarts;
+ *  - the clock (src/supervisor/clock.ts): a task past its time limit is told to
+ *    stop, and its thread terminated if it does not within the grace period;
+ *  - the leases (src/supervisor/leases.ts): renewal of running tasks' leases,
+ *    capacity heartbeats;
+ *  - the drain (src/supervisor/drain.ts): graceful stop.
+ *
+ * It relays cancels heard on the cancel bus to the actor running the task, and
+ * settles the tasks of a thread that died or was terminated (one statement,
+ * through src/core/settle.ts like every other path).
  */
 import type Redis from "ioredis";
 import type { Logger } from "pino";
 import { randomBytes } from "node:crypto";
 import type { Database } from "../db/client.ts";
-import { endTask } from "../db/tasks/completions.ts";
-import { renewLeases } from "../db/tasks/leases.ts";
-import { requeueTask } from "../db/tasks/recovery.ts";
+import { settleTasks, type Settled } from "../db/tasks/settle.ts";
+import { endingFor, type Stop, type StopReason } from "../core/settle.ts";
 import { Dispatcher } from "../queue/dispatch.ts";
 import { queueKeys, type QueueKeys } from "../queue/keys.ts";
-import {
-  assertNever,
-  isWorkerMessage,
-  type CancelReason,
-  type SupervisorMessage,
-  type WorkerMessage,
-  type WorkerSettings,
-} from "../protocol/messages.ts";
-import { RestartBudget } from "./restartPolicy.ts";
+import { subscribeCancels } from "../queue/cancelBus.ts";
+import { assertNever, type WorkerMessage, type WorkerSettings } from "../protocol/messages.ts";
 import type { Config } from "../config.ts";
 import type { Priority } from "../core/tasks.ts";
 import { createMetrics, type Metrics, type MetricSources } from "../metrics/registry.ts";
-import { TaskTelemetry } from "../metrics/taskEvents.ts";
+import { TaskTelemetry, type TaskRef } from "../metrics/taskEvents.ts";
+import { WorkerPool, type RunningTask, type Slot } from "./pool.ts";
+import { TaskClock } from "./clock.ts";
+import { CapacityHeartbeat, LeaseKeeper, renewEveryMs } from "./leases.ts";
+import { Changes } from "./changes.ts";
+import { drain } from "./drain.ts";
 
 export const DEFAULT_WORKER_URL = new URL("../../workers/main.ts", import.meta.url).href;
 
@@ -45,6 +44,8 @@ export interface SupervisorOptions {
   subscriber: Redis;
   logger: Logger;
   workers: number;
+  /** Tasks per worker thread (default: config.workerConcurrency). */
+  concurrency?: number;
   /** Worker script; tests pass fixture actors that crash, hang or ignore cancels. */
   workerUrl?: string;
   id?: string;
@@ -57,55 +58,37 @@ export interface SupervisorOptions {
   metrics?: Metrics;
 }
 
-interface RunningTask {
-  taskId: string;
-  agentId: string;
-  attempt: number;
-  priority: Priority;
-  leaseToken: string;
-  startedAt: number;
-  /** Busy time up to here is already in agentq_worker_busy_seconds_total. */
-  busyAccruedAt: number;
-  timeoutTimer: ReturnType<typeof setTimeout>;
-  /** Set once the supervisor has asked the task to stop. */
-  stopping?: CancelReason;
-  graceTimer?: ReturnType<typeof setTimeout>;
-}
+/** Supervisors started and not stopped in this process (the tests' leak check). */
+const liveSupervisors = new Set<Supervisor>();
+export const liveSupervisorCount = (): number => liveSupervisors.size;
 
-interface Slot {
-  index: number;
-  id: string;
-  worker: Worker;
-  ready: boolean;
-  task: RunningTask | null;
-  /** True once we terminate it on purpose (its close is not a crash). */
-  retiring: boolean;
-  drained: boolean;
-  closed: Promise<number>;
-}
+/** A cancel heard before the task's `started` message is kept this long, then forgotten. */
+const EARLY_CANCEL_MS = 10_000;
 
-const STATUS_FOR: Record<CancelReason, "cancelled" | "timeout" | null> = {
-  cancelled: "cancelled",
-  timeout: "timeout",
-  shutdown: null,
-  lease_lost: null,
-};
+/** Longest wait for the settle of a dead thread's tasks; past it, leases and the reconciler take over. */
+const SETTLE_DEAD_MS = 5_000;
 
 export class Supervisor {
   readonly id: string;
-  private readonly slots: (Slot | null)[];
+  readonly metrics: Metrics;
+  readonly concurrency: number;
   private readonly keys: QueueKeys;
   private readonly dispatcher: Dispatcher;
-  private readonly budget: RestartBudget;
   private readonly settings: WorkerSettings;
-  private leaseTimer: ReturnType<typeof setInterval> | undefined;
-  private draining = false;
-  private stopped = false;
-  private spawnSeq = 0;
-  private readonly listeners = new Set<(event: SupervisorEvent) => void>();
-  readonly metrics: Metrics;
+  private readonly pool: WorkerPool;
+  private readonly clock = new TaskClock();
+  private readonly leases: LeaseKeeper;
+  private readonly heartbeat: CapacityHeartbeat;
+  private readonly changes = new Changes();
   private readonly telemetry: TaskTelemetry;
   private readonly metricSources: MetricSources;
+  private readonly earlyCancels = new Map<string, number>();
+  private unsubscribe: (() => Promise<void>) | null = null;
+  private draining = false;
+  /** Past the drain deadline: every running task is being handed back. */
+  private handingBack = false;
+  private stopped = false;
+  private readonly listeners = new Set<(event: SupervisorEvent) => void>();
 
   constructor(private readonly options: SupervisorOptions) {
     const c = options.config;
@@ -113,10 +96,9 @@ export class Supervisor {
     this.telemetry = new TaskTelemetry(this.metrics, options.logger);
     this.metricSources = { workers: () => this.workerCounts(), accrueBusySeconds: () => this.accrueBusy() };
     this.id = options.id ?? `sup-${process.pid}-${randomBytes(3).toString("hex")}`;
-    this.slots = Array.from({ length: options.workers }, () => null);
+    this.concurrency = options.concurrency ?? c.workerConcurrency;
     this.keys = queueKeys(c.redisPrefix);
     this.dispatcher = new Dispatcher(options.redis, this.keys);
-    this.budget = new RestartBudget({ maxRestarts: c.restartMax, windowMs: c.restartWindowMs });
     this.settings = {
       databaseUrl: c.databaseUrl,
       redisUrl: c.redisUrl,
@@ -124,8 +106,50 @@ export class Supervisor {
       confidenceThreshold: c.confidenceThreshold,
       defaultTargetDocuments: c.defaultTargetDocuments,
       leaseMs: c.leaseMs,
+      concurrency: this.concurrency,
       popTimeoutSeconds: options.popTimeoutSeconds ?? 1,
     };
+    this.pool = new WorkerPool(
+      {
+        supervisorId: this.id,
+        size: options.workers,
+        workerUrl: options.workerUrl ?? DEFAULT_WORKER_URL,
+        settings: this.settings,
+        logger: options.logger,
+        restartMax: c.restartMax,
+        restartWindowMs: c.restartWindowMs,
+        readyTimeoutMs: options.readyTimeoutMs,
+      },
+      {
+        onMessage: (slot, message) => this.onMessage(slot, message),
+        settleDead: (slot, code, crashed) => this.settleDead(slot, code, crashed),
+        replacing: () => !this.draining && !this.stopped,
+        onCrash: (slot, code) => this.emit({ type: "worker_crashed", workerId: slot.id, code }),
+        onReplaced: (slot, crashed) => {
+          this.metrics.workerRestarts.inc({ reason: crashed ? "crash" : "unresponsive" });
+          this.emit({ type: "worker_replaced", workerId: slot.id });
+        },
+        onFatal: (error) => this.options.onFatal?.(error),
+      },
+    );
+    this.leases = new LeaseKeeper({
+      database: options.database,
+      logger: options.logger,
+      leaseMs: c.leaseMs,
+      held: () => this.allTasks().map(({ task }) => ({ taskId: task.taskId, leaseToken: task.leaseToken })),
+      onLost: (tokens) => this.leasesLost(tokens),
+    });
+    this.heartbeat = new CapacityHeartbeat({
+      redis: options.redis,
+      keys: this.keys,
+      supervisorId: this.id,
+      everyMs: renewEveryMs(c.leaseMs),
+      logger: options.logger,
+      capacity: () => {
+        const { workers, busy } = this.stats();
+        return { workers: workers * this.concurrency, busy };
+      },
+    });
   }
 
   /** Observe what happens (tests and metrics); returns an unsubscribe function. */
@@ -139,131 +163,55 @@ export class Supervisor {
   }
 
   async start(): Promise<void> {
-    const { subscriber, logger } = this.options;
-    subscriber.on("message", (channel: string, taskId: string) => {
-      if (channel === this.keys.cancelChannel) this.relayCancel(taskId);
-    });
-    await subscriber.subscribe(this.keys.cancelChannel);
+    liveSupervisors.add(this);
+    this.unsubscribe = await subscribeCancels(this.options.subscriber, this.keys, (taskId) => this.relayCancel(taskId));
     Object.assign(this.metrics.sources, this.metricSources);
-    for (let i = 0; i < this.slots.length; i++) {
-      await this.spawn(i);
+    for (let i = 0; i < this.pool.size; i++) {
+      await this.pool.spawn(i);
       if (this.options.spawnStaggerMs) await Bun.sleep(this.options.spawnStaggerMs);
     }
-    const every = Math.max(50, Math.floor(this.options.config.leaseMs / 3));
-    this.leaseTimer = setInterval(() => void this.renew(), every);
-    await this.publishCapacity();
-    logger.info({ supervisor: this.id, workers: this.slots.length }, "supervisor started");
+    this.leases.start();
+    await this.heartbeat.start();
+    this.options.logger.info({ supervisor: this.id, workers: this.pool.size, concurrency: this.concurrency }, "supervisor started");
   }
 
-  /** Workers and busy workers right now. */
+  /** Live threads (ready ones) and the tasks they run right now. */
   stats() {
-    const live = this.slots.filter((s): s is Slot => s !== null && s.ready);
-    return { workers: live.length, busy: live.filter((s) => s.task !== null).length };
+    const live = this.pool.live().filter((s) => s.ready);
+    return { workers: live.length, busy: live.reduce((n, s) => n + s.tasks.size, 0) };
   }
 
-  /** For the worker gauges: live threads (ready ones) and those running a task. */
+  /** For the worker gauges: task slots of live threads, and those running a task. */
   private workerCounts() {
     const { workers, busy } = this.stats();
-    return { total: workers, busy };
+    return { total: workers * this.concurrency, busy };
   }
 
-  /** Adds the time each busy thread ran since the last call to agentq_worker_busy_seconds_total. */
-  private accrueBusy(slot?: Slot) {
+  private allTasks(): { slot: Slot; task: RunningTask }[] {
+    return this.pool.live().flatMap((slot) => [...slot.tasks.values()].map((task) => ({ slot, task })));
+  }
+
+  /** Adds the time each running task ran since the last call to agentq_worker_busy_seconds_total. */
+  private accrueBusy(only?: RunningTask) {
     const now = performance.now();
-    for (const s of slot ? [slot] : this.slots) {
-      if (!s?.task) continue;
-      this.metrics.workerBusySeconds.inc(Math.max(0, now - s.task.busyAccruedAt) / 1000);
-      s.task.busyAccruedAt = now;
+    for (const task of only ? [only] : this.allTasks().map((t) => t.task)) {
+      this.metrics.workerBusySeconds.inc(Math.max(0, now - task.busyAccruedAt) / 1000);
+      task.busyAccruedAt = now;
     }
   }
 
-  /** The task each busy slot runs (tests use it to pick a victim). */
+  /** The tasks running now (tests use it to pick a victim). */
   runningTasks(): string[] {
-    return this.slots.flatMap((s) => (s?.task ? [s.task.taskId] : []));
-  }
-
-  private spawn(index: number): Promise<void> {
-    const id = `${this.id}-w${index}-${this.spawnSeq++}`;
-    const worker = new Worker(this.options.workerUrl ?? DEFAULT_WORKER_URL);
-    let resolveClosed!: (code: number) => void;
-    const slot: Slot = {
-      index,
-      id,
-      worker,
-      ready: false,
-      task: null,
-      retiring: false,
-      drained: false,
-      closed: new Promise<number>((r) => (resolveClosed = r)),
-    };
-    this.slots[index] = slot;
-    const ready = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`worker ${id} sent no ready within ${this.options.readyTimeoutMs ?? 10_000} ms`)),
-        this.options.readyTimeoutMs ?? 10_000,
-      );
-      worker.addEventListener("message", (event: MessageEvent) => {
-        const message: unknown = event.data;
-        if (!isWorkerMessage(message)) {
-          this.options.logger.warn({ worker_id: id }, "ignoring malformed worker message");
-          return;
-        }
-        if (message.type === "ready") {
-          clearTimeout(timer);
-          slot.ready = true;
-          resolve();
-        }
-        this.onMessage(slot, message);
-      });
-      worker.addEventListener("close", (event: Event) => {
-        clearTimeout(timer);
-        const code = (event as CloseEvent).code ?? 0;
-        if (!slot.ready) reject(new Error(`worker ${id} exited before it was ready (code ${code})`));
-        // `closed` resolves once the task the thread held is settled, so stop() can wait for it.
-        void this.onClose(slot, code).finally(() => resolveClosed(code));
-      });
-      worker.addEventListener("error", (event: Event) => {
-        this.options.logger.error({ worker_id: id, err: (event as ErrorEvent).message }, "worker thread error");
-      });
-    });
-    this.post(slot, { type: "init", workerId: id, settings: this.settings });
-    return ready;
-  }
-
-  private post(slot: Slot, message: SupervisorMessage) {
-    slot.worker.postMessage(message);
+    return this.allTasks().map(({ task }) => task.taskId);
   }
 
   private onMessage(slot: Slot, message: WorkerMessage) {
-    const { logger } = this.options;
     switch (message.type) {
       case "ready":
         this.emit({ type: "worker_ready", workerId: slot.id });
         return;
-      case "started": {
-        const timeoutTimer = setTimeout(() => this.stopTask(slot, message.taskId, "timeout"), message.timeoutMs);
-        const now = performance.now();
-        slot.task = {
-          taskId: message.taskId,
-          agentId: message.agentId,
-          attempt: message.attempt,
-          priority: message.priority,
-          leaseToken: message.leaseToken,
-          startedAt: now,
-          busyAccruedAt: now,
-          timeoutTimer,
-        };
-        this.telemetry.started({
-          task_id: message.taskId,
-          agent_id: message.agentId,
-          worker_id: slot.id,
-          attempt: message.attempt,
-          priority: message.priority,
-          wait_ms: Math.round(message.waitMs),
-        });
-        this.emit({ type: "task_started", taskId: message.taskId, workerId: slot.id });
-        return;
-      }
+      case "started":
+        return this.onStarted(slot, message);
       case "progress":
         this.emit({ type: "task_progress", taskId: message.taskId, percent: message.percent });
         return;
@@ -272,36 +220,55 @@ export class Supervisor {
       case "cancelled":
       case "timed_out":
       case "released": {
-        const task = slot.task?.taskId === message.taskId ? slot.task : null;
-        if (task) this.clearTask(slot);
-        this.recordEnd(message, {
-          task_id: message.taskId,
-          agent_id: task?.agentId,
-          worker_id: slot.id,
-          attempt: task?.attempt,
-          priority: task?.priority,
-          duration_ms: task ? Math.round(performance.now() - task.startedAt) : undefined,
-        });
+        const task = slot.tasks.get(message.taskId) ?? null;
+        if (task) this.forget(slot, task);
+        this.recordEnd(message, refOf(task, slot.id, message.taskId));
         this.emit({ type: "task_finished", taskId: message.taskId, outcome: message.type, workerId: slot.id });
         return;
       }
       case "drained":
         slot.drained = true;
+        this.changes.changed();
         this.emit({ type: "worker_drained", workerId: slot.id });
         return;
       case "log":
-        logger[message.level]({ worker_id: slot.id, ...message.fields }, message.msg);
+        this.options.logger[message.level]({ worker_id: slot.id, ...message.fields }, message.msg);
         return;
       default:
         assertNever(message);
     }
   }
 
-  /** Counts and logs how a task left an actor: exactly what the actor's fenced UPDATE wrote. */
-  private recordEnd(
-    message: Extract<WorkerMessage, { type: "completed" | "failed" | "cancelled" | "timed_out" | "released" }>,
-    ref: { task_id: string; agent_id?: string; worker_id: string; attempt?: number; priority?: Priority; duration_ms?: number },
-  ) {
+  private onStarted(slot: Slot, message: Extract<WorkerMessage, { type: "started" }>) {
+    const now = performance.now();
+    const task: RunningTask = {
+      taskId: message.taskId,
+      agentId: message.agentId,
+      attempt: message.attempt,
+      priority: message.priority,
+      leaseToken: message.leaseToken,
+      startedAt: now,
+      busyAccruedAt: now,
+    };
+    slot.tasks.set(task.taskId, task);
+    this.clock.startLimit(task.leaseToken, message.timeoutMs, () => this.stopTask(slot, task, "timeout"));
+    this.telemetry.started({
+      task_id: task.taskId,
+      agent_id: task.agentId,
+      worker_id: slot.id,
+      attempt: task.attempt,
+      priority: task.priority,
+      wait_ms: Math.round(message.waitMs),
+    });
+    this.emit({ type: "task_started", taskId: task.taskId, workerId: slot.id });
+    // A cancel that arrived between the claim and this message.
+    if (this.earlyCancels.delete(task.taskId)) this.stopTask(slot, task, "cancelled");
+    // Claimed while the drain was stopping everything: it is handed back as well.
+    else if (this.handingBack) this.stopTask(slot, task, "shutdown");
+  }
+
+  /** Counts and logs how a task left an actor: exactly what was written (by the actor, or the API for a cancel). */
+  private recordEnd(message: Extract<WorkerMessage, { type: "completed" | "failed" | "cancelled" | "timed_out" | "released" }>, ref: EndRef) {
     const t = this.telemetry;
     switch (message.type) {
       case "completed":
@@ -309,7 +276,8 @@ export class Supervisor {
       case "failed":
         return t.finished({ ...ref, outcome: "failed", error: message.error });
       case "cancelled":
-        return t.finished({ ...ref, outcome: "cancelled" }, "running");
+        // The API's cancel wrote, counted and logged `cancelled`; the actor only stopped.
+        return;
       case "timed_out":
         return t.finished({ ...ref, outcome: "timeout" });
       case "released":
@@ -330,175 +298,156 @@ export class Supervisor {
     }
   }
 
-  private clearTask(slot: Slot) {
-    if (!slot.task) return;
-    this.accrueBusy(slot);
-    clearTimeout(slot.task.timeoutTimer);
-    clearTimeout(slot.task.graceTimer);
-    slot.task = null;
+  private forget(slot: Slot, task: RunningTask) {
+    this.accrueBusy(task);
+    this.clock.clear(task.leaseToken);
+    slot.tasks.delete(task.taskId);
+    this.changes.changed();
   }
 
-  /** Asks the actor to stop its task; past the grace period, its thread is terminated and replaced. */
-  private stopTask(slot: Slot, taskId: string, reason: CancelReason) {
-    const task = slot.task;
-    if (!task || task.taskId !== taskId || task.stopping) return;
+  /** Asks the actor to stop a task; past the grace period, its thread is terminated and replaced. */
+  stopTask(slot: Slot, task: RunningTask, reason: StopReason) {
+    if (task.stopping || slot.tasks.get(task.taskId) !== task) return;
     task.stopping = reason;
-    this.post(slot, { type: "cancel", taskId, reason });
-    task.graceTimer = setTimeout(() => {
-      if (slot.task?.taskId !== taskId) return;
-      this.options.logger.warn({ task_id: taskId, worker_id: slot.id, reason }, "actor ignored the stop request; terminating its thread");
-      slot.retiring = true;
-      slot.worker.terminate();
-    }, this.options.config.cancelGraceMs);
+    this.pool.post(slot, { type: "cancel", taskId: task.taskId, reason });
+    this.clock.startGrace(task.leaseToken, this.options.config.cancelGraceMs, () => {
+      if (slot.tasks.get(task.taskId) !== task || slot.retiring) return;
+      this.options.logger.warn(
+        { task_id: task.taskId, worker_id: slot.id, reason, siblings: slot.tasks.size - 1 },
+        "actor ignored the stop request; terminating its thread",
+      );
+      this.pool.retire(slot);
+    });
   }
 
   private relayCancel(taskId: string) {
-    for (const slot of this.slots) if (slot?.task?.taskId === taskId) this.stopTask(slot, taskId, "cancelled");
+    for (const slot of this.pool.live()) {
+      const task = slot.tasks.get(taskId);
+      if (task) return this.stopTask(slot, task, "cancelled");
+    }
+    // Maybe claimed here and its `started` message is still on its way.
+    const now = Date.now();
+    for (const [id, until] of this.earlyCancels) if (until < now) this.earlyCancels.delete(id);
+    this.earlyCancels.set(taskId, now + EARLY_CANCEL_MS);
   }
 
-  private async onClose(slot: Slot, code: number) {
-    const { logger } = this.options;
-    const task = slot.task;
-    this.clearTask(slot);
-    if (this.slots[slot.index] === slot) this.slots[slot.index] = null;
-    if (task) {
-      try {
-        await this.settleOrphan(task, slot.id, slot.retiring ? undefined : `worker thread crashed (exit code ${code})`);
-      } catch (error) {
-        // PostgreSQL unreachable: the lease lapses and the reconciler retries the task.
-        logger.error({ task_id: task.taskId, worker_id: slot.id, err: error }, "could not settle the task of a dead thread");
+  private leasesLost(tokens: Set<string>) {
+    for (const { slot, task } of this.allTasks())
+      if (tokens.has(task.leaseToken)) {
+        this.options.logger.warn({ task_id: task.taskId, worker_id: slot.id }, "lease lost; stopping the task");
+        this.stopTask(slot, task, "lease_lost");
       }
-    }
-    if (this.stopped || (this.draining && !task)) return;
-    const crashed = !slot.retiring;
-    if (crashed) {
-      logger.error({ worker_id: slot.id, code, task_id: task?.taskId }, "worker thread died");
-      this.emit({ type: "worker_crashed", workerId: slot.id, code });
-      if (!this.budget.allow(Date.now())) {
-        const error = new Error(
-          `restart intensity exceeded: more than ${this.options.config.restartMax} worker crashes in ${this.options.config.restartWindowMs} ms`,
-        );
-        logger.fatal({ supervisor: this.id }, error.message);
-        this.options.onFatal?.(error);
-        return;
-      }
-    }
-    if (this.draining) return;
-    try {
-      await this.spawn(slot.index);
-      this.metrics.workerRestarts.inc({ reason: crashed ? "crash" : "unresponsive" });
-      this.emit({ type: "worker_replaced", workerId: slot.id });
-    } catch (error) {
-      logger.error({ err: error }, "could not replace a worker thread");
-    }
   }
 
   /**
-   * The thread that held `task` is gone. If we stopped it for a cancel or a
-   * timeout, the task ends with that status; if it crashed (or was handed back
-   * on shutdown) it goes back to the queue, or fails after its last attempt.
+   * A thread closed with tasks on it. A task we had asked to stop ends as that stop says; the
+   * others were interrupted: handed back with their attempt refunded when we terminated the
+   * thread (a sibling ignored its stop), or retried as a lost attempt when it crashed (we
+   * cannot tell which task crashed it). One settle statement for all of them.
    */
-  private async settleOrphan(task: RunningTask, workerId: string, crashReason: string | undefined) {
-    const db = this.options.database.db;
-    const ref = {
-      task_id: task.taskId,
-      agent_id: task.agentId,
-      worker_id: workerId,
-      attempt: task.attempt,
-      priority: task.priority,
-      duration_ms: Math.round(performance.now() - task.startedAt),
-    };
-    const status = task.stopping ? STATUS_FOR[task.stopping] : null;
-    if (status) {
-      const ended = await endTask(db, task.taskId, task.leaseToken, status, status === "timeout" ? "task exceeded its time limit" : null);
-      if (ended) this.telemetry.finished({ ...ref, outcome: status, reason: "thread terminated" }, "running");
-      else this.telemetry.released({ ...ref, reason: "lease_lost" });
-      this.emit({ type: "task_finished", taskId: task.taskId, outcome: status === "timeout" ? "timed_out" : "cancelled", workerId: "supervisor" });
-      return;
-    }
-    if (task.stopping === "lease_lost") {
-      // Not ours any more (deleted, or retried elsewhere after our lease lapsed): write nothing.
-      this.telemetry.released({ ...ref, reason: "lease_lost" });
-      this.emit({ type: "task_finished", taskId: task.taskId, outcome: "released", workerId: "supervisor" });
-      return;
-    }
-    const refund = task.stopping === "shutdown";
-    const back = await requeueTask(db, task.taskId, task.leaseToken, crashReason ?? "handed back on shutdown", refund);
-    if (back?.status === "pending")
-      await this.dispatcher.dispatch([{ taskId: back.task_id, priority: back.priority, score: Date.parse(back.created_at) }]);
-    if (!back) this.telemetry.released({ ...ref, reason: "lease_lost" });
-    else if (back.status === "pending") {
-      if (refund) this.telemetry.handedBack(ref);
-      else this.telemetry.retried({ ...ref, reason: "thread_crash", error: crashReason });
-    } else if (back.status === "failed") this.telemetry.finished({ ...ref, outcome: "failed", error: `gave up after attempts: ${crashReason}` });
-    else if (back.status === "cancelled") this.telemetry.finished({ ...ref, outcome: "cancelled" }, "running");
+  private async settleDead(slot: Slot, code: number, crashed: boolean) {
+    const tasks = [...slot.tasks.values()];
+    for (const task of tasks) this.forget(slot, task);
+    if (tasks.length === 0) return;
+    const decided = tasks.map((task) => {
+      const stop: Stop = task.stopping
+        ? { how: "stopped", reason: task.stopping }
+        : crashed
+          ? { how: "thread_crashed", code }
+          : { how: "sibling_terminated" };
+      return { task, stop, ending: endingFor(stop) };
+    });
+    const toWrite = decided.flatMap(({ task, ending }) => (ending ? [{ taskId: task.taskId, leaseToken: task.leaseToken, ending }] : []));
+    const written = await withDeadline(settleTasks(this.options.database.db, toWrite), SETTLE_DEAD_MS);
+    const back = [...written.values()].filter((s) => s.status === "pending");
+    await this.dispatcher
+      .dispatch(back.map((s) => ({ taskId: s.taskId, priority: s.priority, score: Date.parse(s.createdAt) })))
+      .catch((error) => this.options.logger.warn({ err: error }, "redispatch failed; the reconciler will do it"));
+    for (const { task, stop, ending } of decided) this.recordDead(slot, task, stop, ending ? (written.get(task.leaseToken) ?? null) : null);
   }
 
-  private async renew() {
-    const leases = this.slots.flatMap((s) => (s?.task ? [{ taskId: s.task.taskId, leaseToken: s.task.leaseToken }] : []));
-    try {
-      const { renewedTokens, cancelRequested } = await renewLeases(this.options.database.db, leases, this.options.config.leaseMs);
-      // A cancel whose pub/sub message we missed (reconnect) is caught here.
-      for (const taskId of cancelRequested) this.relayCancel(taskId);
-      // A lease that matched no row is lost: the task was deleted (with its agent) or, after our
-      // lease lapsed, taken by another supervisor. Stop the work now rather than at its end,
-      // when its fenced completion would be refused anyway. (A task that just ended on its own
-      // matches no row either; its actor has already moved on and ignores the stop.)
-      const asked = new Set(leases.map((l) => l.leaseToken));
-      const kept = new Set(renewedTokens);
-      for (const slot of this.slots)
-        if (slot?.task && asked.has(slot.task.leaseToken) && !kept.has(slot.task.leaseToken)) {
-          this.options.logger.warn({ task_id: slot.task.taskId, worker_id: slot.id }, "lease lost; stopping the task");
-          this.stopTask(slot, slot.task.taskId, "lease_lost");
-        }
-      await this.publishCapacity();
-    } catch (error) {
-      this.options.logger.warn({ err: error }, "lease renewal failed; retrying");
+  private recordDead(slot: Slot, task: RunningTask, stop: Stop, settled: Settled | null) {
+    const ref = { ...refOf(task, slot.id, task.taskId), reason: "thread terminated" };
+    const t = this.telemetry;
+    let outcome: SupervisorTaskOutcome = "released";
+    if (stop.how === "stopped" && stop.reason === "cancelled") outcome = "cancelled"; // counted by the API's cancel
+    else if (!settled) t.released({ ...ref, reason: "lease_lost" });
+    else if (settled.status === "timeout") {
+      outcome = "timed_out";
+      t.finished({ ...ref, outcome: "timeout" });
+    } else if (settled.status === "failed") {
+      outcome = "failed";
+      t.finished({ ...ref, outcome: "failed", error: settled.error });
+    } else if (settled.status === "pending") {
+      if (stop.how === "thread_crashed") t.retried({ ...ref, reason: "thread_crash", error: settled.error ?? undefined });
+      else t.handedBack(ref);
     }
-  }
-
-  /** Advertises this supervisor's workers so the API can estimate completion times. */
-  private async publishCapacity() {
-    const { workers, busy } = this.stats();
-    const expires = Date.now() + 3 * Math.max(50, Math.floor(this.options.config.leaseMs / 3)) + 1000;
-    await this.options.redis.hset(this.keys.capacity, this.id, JSON.stringify({ workers, busy, expires }));
+    this.emit({ type: "task_finished", taskId: task.taskId, outcome, workerId: "supervisor" });
   }
 
   /**
-   * Graceful stop: take no new tasks, let running ones finish until the drain
-   * deadline, hand the rest back to the queue, then end every thread.
+   * Graceful stop: take no new tasks, let running ones finish until the drain deadline, hand
+   * the rest back to the queue, then end every thread. Bounded by the deadline plus the grace
+   * period (and the settle of what the threads still held) whatever Redis and PostgreSQL do.
    */
   async stop(deadlineMs = this.options.config.drainDeadlineMs): Promise<void> {
-    if (this.stopped) return;
+    if (this.stopped || this.draining) return;
     this.draining = true;
     const { logger } = this.options;
     logger.info({ supervisor: this.id, deadlineMs }, "draining");
-    const live = () => this.slots.filter((s): s is Slot => s !== null);
-    for (const slot of live()) this.post(slot, { type: "drain" });
-    const deadline = Date.now() + deadlineMs;
-    while (Date.now() < deadline && live().some((s) => !s.drained)) await Bun.sleep(20);
-    for (const slot of live()) if (slot.task) this.stopTask(slot, slot.task.taskId, "shutdown");
-    const graceEnd = Date.now() + this.options.config.cancelGraceMs + 100;
-    while (Date.now() < graceEnd && live().some((s) => s.task !== null)) await Bun.sleep(20);
-    this.stopped = true;
-    clearInterval(this.leaseTimer);
-    for (const slot of live()) {
-      slot.retiring = true;
-      if (slot.task) slot.task.stopping = "shutdown";
-      slot.worker.terminate();
-    }
-    await Promise.all(live().map((s) => s.closed));
+    await drain({
+      pool: this.pool,
+      changes: this.changes,
+      deadlineMs,
+      graceMs: this.options.config.cancelGraceMs,
+      stopAll: () => {
+        this.handingBack = true;
+        for (const { slot, task } of this.allTasks()) this.stopTask(slot, task, "shutdown");
+      },
+      markStopped: () => {
+        this.stopped = true;
+        this.leases.stop();
+        for (const { task } of this.allTasks()) task.stopping ??= "shutdown";
+      },
+      settleBoundMs: SETTLE_DEAD_MS + 1000,
+    });
+    this.clock.clearAll();
     // A stopped supervisor reports no worker gauges (unless another one has plugged its own in since).
     const sources = this.metrics.sources;
     if (sources.workers === this.metricSources.workers) {
       sources.workers = undefined;
       sources.accrueBusySeconds = undefined;
     }
-    await this.options.subscriber.unsubscribe(this.keys.cancelChannel).catch(() => {});
-    await this.options.redis.hdel(this.keys.capacity, this.id).catch(() => {});
+    await withDeadline(this.unsubscribe?.() ?? Promise.resolve(), 1000).catch(() => {});
+    await withDeadline(this.heartbeat.stop(), 1000).catch(() => {});
+    liveSupervisors.delete(this);
     logger.info({ supervisor: this.id }, "supervisor stopped");
   }
 }
+
+type EndRef = TaskRef & { worker_id: string; duration_ms?: number };
+
+function refOf(task: RunningTask | null, workerId: string, taskId: string): EndRef {
+  return {
+    task_id: taskId,
+    agent_id: task?.agentId,
+    worker_id: workerId,
+    attempt: task?.attempt,
+    priority: task?.priority as Priority | undefined,
+    duration_ms: task ? Math.round(performance.now() - task.startedAt) : undefined,
+  };
+}
+
+/** Rejects when `promise` has not settled within `ms`. */
+function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout>;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`gave up after ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
+}
+
+type SupervisorTaskOutcome = "completed" | "failed" | "cancelled" | "timed_out" | "released";
 
 export type SupervisorEvent =
   | { type: "worker_ready"; workerId: string }
@@ -507,4 +456,4 @@ export type SupervisorEvent =
   | { type: "worker_drained"; workerId: string }
   | { type: "task_started"; taskId: string; workerId: string }
   | { type: "task_progress"; taskId: string; percent: number }
-  | { type: "task_finished"; taskId: string; outcome: "completed" | "failed" | "cancelled" | "timed_out" | "released"; workerId: string };
+  | { type: "task_finished"; taskId: string; outcome: SupervisorTaskOutcome; workerId: string };

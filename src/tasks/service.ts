@@ -15,6 +15,7 @@ import { isTerminal, newTaskId, type Priority } from "../core/tasks.ts";
 import { AppError, notFound } from "../core/errors.ts";
 import { checkWebhookUrl, UnsafeUrlError } from "../webhooks/urlSafety.ts";
 import { Dispatcher } from "../queue/dispatch.ts";
+import { publishCancel } from "../queue/cancelBus.ts";
 import { queueKeys, type QueueKeys } from "../queue/keys.ts";
 import { QueueEstimator, type QueueSnapshot } from "../queue/estimate.ts";
 import { createMetrics, type Metrics } from "../metrics/registry.ts";
@@ -118,10 +119,16 @@ export class TaskService {
   async cancel(taskId: string): Promise<boolean> {
     const outcome = await requestCancel(this.deps.database.db, taskId);
     if (!outcome) return false;
-    if (outcome.previous === "pending" && outcome.status === "cancelled")
-      this.telemetry.finished({ task_id: taskId, agent_id: outcome.agent_id, priority: outcome.priority, outcome: "cancelled" }, "pending");
-    if (outcome.previous === "pending") await this.dispatcher.remove(taskId, outcome.priority);
-    if (outcome.previous === "running") await this.deps.redis.publish(this.keys.cancelChannel, taskId);
+    if (outcome.previous !== "pending" && outcome.previous !== "running") return true; // terminal: unchanged
+    // The cancel is durable (one fenced UPDATE wrote `cancelled`), so it is counted here, by the process that made it.
+    const ref = { task_id: taskId, agent_id: outcome.agent_id, priority: outcome.priority, worker_id: outcome.lease_owner ?? undefined };
+    const ranMs = outcome.ran_ms === null ? undefined : Math.max(0, Math.round(Number(outcome.ran_ms)));
+    this.telemetry.finished({ ...ref, outcome: "cancelled", duration_ms: ranMs }, outcome.previous);
+    // Then its id leaves Redis (pending), or its actor hears it and aborts the task and its SQL (running).
+    // Redis being down changes neither: a stale id is dropped at its claim, and a running task's
+    // supervisor finds its lease gone at the next renewal.
+    if (outcome.previous === "pending") await this.dispatcher.remove(taskId, outcome.priority).catch(() => false);
+    else await publishCancel(this.deps.redis, this.keys, taskId).catch((error) => this.deps.logger.warn({ task_id: taskId, err: error }, "cancel publish failed; the lease renewal will stop the task"));
     return true;
   }
 

@@ -7,10 +7,9 @@ import Redis from "ioredis";
 import type { Subprocess } from "bun";
 import { sql } from "drizzle-orm";
 import type { Config } from "../../src/config.ts";
-import { Supervisor, type SupervisorEvent } from "../../src/supervisor/supervisor.ts";
-import { Reconciler } from "../../src/supervisor/reconciler.ts";
-import { Dispatcher } from "../../src/queue/dispatch.ts";
-import { queueKeys } from "../../src/queue/keys.ts";
+import type { Supervisor, SupervisorEvent } from "../../src/supervisor/supervisor.ts";
+import type { Reconciler } from "../../src/supervisor/reconciler.ts";
+import { startEngine } from "../../src/supervisor/engine.ts";
 import type { TestContext } from "./app.ts";
 
 /** Engine settings that make failure tests fast (short leases, grace and reconcile periods). */
@@ -35,41 +34,40 @@ export interface TestEngine {
 
 export async function startTestEngine(
   ctx: TestContext,
-  options: { workers: number; workerUrl?: string; reconcile?: boolean; config?: Partial<Config>; onFatal?: (e: Error) => void },
+  options: {
+    workers: number;
+    concurrency?: number;
+    workerUrl?: string;
+    reconcile?: boolean;
+    config?: Partial<Config>;
+    onFatal?: (e: Error) => void;
+  },
 ): Promise<TestEngine> {
   const config = { ...ctx.config, ...options.config };
-  const subscriber = new Redis(config.redisUrl, { maxRetriesPerRequest: null });
-  const logger = ctx.logger;
-  const supervisor = new Supervisor({
-    config,
-    database: ctx.database,
-    redis: ctx.redis,
-    subscriber,
-    logger,
-    workers: options.workers,
-    workerUrl: options.workerUrl,
-    onFatal: options.onFatal,
-    metrics: ctx.metrics,
-  });
   const events: SupervisorEvent[] = [];
   const waiters = new Set<{ predicate: (e: SupervisorEvent) => boolean; resolve: (e: SupervisorEvent) => void }>();
-  supervisor.on((e) => {
-    events.push(e);
-    for (const w of waiters)
-      if (w.predicate(e)) {
-        waiters.delete(w);
-        w.resolve(e);
-      }
-  });
-  const reconciler = new Reconciler({
-    config,
-    database: ctx.database,
-    logger,
-    dispatcher: new Dispatcher(ctx.redis, queueKeys(config.redisPrefix)),
-    metrics: ctx.metrics,
-  });
-  await supervisor.start();
-  if (options.reconcile !== false) reconciler.start();
+  // The production composition (src/supervisor/engine.ts), over the test context's connections.
+  const engine = await startEngine(
+    { config, logger: ctx.logger, database: ctx.database, redis: ctx.redis, metrics: ctx.metrics },
+    {
+      workers: options.workers,
+      concurrency: options.concurrency ?? 1,
+      workerUrl: options.workerUrl,
+      onFatal: options.onFatal,
+      reconcile: options.reconcile,
+      webhooks: false,
+      spawnStaggerMs: 0,
+      observe: (e) => {
+        events.push(e);
+        for (const w of waiters)
+          if (w.predicate(e)) {
+            waiters.delete(w);
+            w.resolve(e);
+          }
+      },
+    },
+  );
+  const { supervisor, reconciler } = engine;
   return {
     supervisor,
     reconciler,
@@ -86,11 +84,7 @@ export async function startTestEngine(
         waiters.add(w);
       });
     },
-    async stop() {
-      await reconciler.stop();
-      await supervisor.stop();
-      subscriber.disconnect();
-    },
+    stop: () => engine.stop(),
   };
 }
 
@@ -143,6 +137,8 @@ export async function spawnSupervisor(
     REDIS_URL: c.redisUrl,
     AGENTQ_REDIS_PREFIX: c.redisPrefix,
     WORKERS: String(options.workers),
+    // One task per thread unless a test says otherwise: tests pick victims by thread.
+    AGENTQ_WORKER_CONCURRENCY: "1",
     LOG_LEVEL: "warn",
     AGENTQ_LEASE_MS: String(FAST_ENGINE.leaseMs),
     AGENTQ_CANCEL_GRACE_MS: String(FAST_ENGINE.cancelGraceMs),

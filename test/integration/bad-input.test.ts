@@ -6,6 +6,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createTestContext, TEST_API_KEY, type TestContext, type TestResponse } from "../helpers/app.ts";
 import { postAgent, postDocument, postTaxonomy, uuid } from "../helpers/fixtures.ts";
+import { sql as drizzleSql } from "drizzle-orm";
+import { errorForLog, toErrorResponse } from "../../src/api/errors.ts";
+import { sqlState } from "../../src/db/errors.ts";
 
 const MAX_BODY = 2048;
 
@@ -43,10 +46,10 @@ const TABLES = [
 ] as const;
 
 /** A digest of every row of every table the API writes: any change at all shows. */
-async function snapshot(): Promise<Record<string, string>> {
+async function snapshot(on: TestContext = ctx): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
   for (const table of TABLES) {
-    const [row] = await ctx.database.sql<{ digest: string }[]>`
+    const [row] = await on.database.sql<{ digest: string }[]>`
       select count(*)::text || ':' || md5(coalesce(string_agg(t::text, '|' order by t::text), '')) as digest
       from ${ctx.database.sql(table)} t`;
     out[table] = row!.digest;
@@ -54,8 +57,8 @@ async function snapshot(): Promise<Record<string, string>> {
   return out;
 }
 
-async function queuedKeys(): Promise<string[]> {
-  return (await ctx.redis.keys(`${ctx.config.redisPrefix}:*`)).sort();
+async function queuedKeys(on: TestContext = ctx): Promise<string[]> {
+  return (await on.redis.keys(`${on.config.redisPrefix}:*`)).sort();
 }
 
 /** The one error shape, with the given status and code. */
@@ -71,14 +74,14 @@ function expectError(res: TestResponse, status: number, code: string, what = "")
 }
 
 /** Runs `send`, expects every response to be the given error, and proves nothing changed. */
-async function expectRejectedWithoutWrites(status: number, code: string, send: () => Promise<[string, TestResponse][]>) {
-  const before = await snapshot();
-  const keysBefore = await queuedKeys();
+async function expectRejectedWithoutWrites(status: number, code: string, send: () => Promise<[string, TestResponse][]>, on: TestContext = ctx) {
+  const before = await snapshot(on);
+  const keysBefore = await queuedKeys(on);
   const results = await send();
   expect(results.length).toBeGreaterThan(0);
   for (const [what, res] of results) expectError(res, status, code, what);
-  expect(await snapshot()).toEqual(before);
-  expect(await queuedKeys()).toEqual(keysBefore);
+  expect(await snapshot(on)).toEqual(before);
+  expect(await queuedKeys(on)).toEqual(keysBefore);
 }
 
 const validDoc = (over: Record<string, unknown> = {}) => ({
@@ -472,5 +475,319 @@ describe("garbage bodies never cause a 5xx", () => {
       expect({ path, status: res.status }).toEqual({ path, status: 400 });
       expectError(res, 400, "validation_error", path);
     }
+  });
+});
+
+/** `[[[…]]]` as JSON text: built as text, since JSON.stringify itself overflows past ~40,000 levels. */
+const nestedArrays = (depth: number, leaf = "") => "[".repeat(depth) + leaf + "]".repeat(depth);
+const nestedObjects = (depth: number, leaf = "1") => '{"a":'.repeat(depth) + leaf + "}".repeat(depth);
+
+describe("hostile shapes, with the default limits (1 MiB bodies, depth 64, configs 32 levels and 16 KiB)", () => {
+  // Its own app: bodies of tens of KB must meet the depth limit, not the 2 KiB size limit of `ctx`.
+  let roomy: TestContext;
+  let roomyAgent: string;
+  const roomyRoot = uuid();
+  beforeAll(async () => {
+    roomy = await createTestContext();
+    await postTaxonomy(roomy, V1, [{ node_id: roomyRoot, label: "Root" }]);
+    roomyAgent = (await postAgent(roomy, { name: "roomy agent", taxonomy_node_ids: [roomyRoot], taxonomy_version: V1 })).agent_id;
+  });
+  afterAll(() => roomy.close());
+
+  /** `deep` (JSON text) in every kind of place a body takes a value: arrays, objects, string fields, jsonb configs. */
+  const deepBodies = (deep: string): [string, string, string][] => [
+    ["POST", "documents", `{"title":"t","chunks":${deep},"mappings":[]}`],
+    ["POST", "documents", `{"title":${deep},"chunks":[],"mappings":[]}`],
+    ["POST", "documents/bulk", `{"documents":[{"title":"t","chunks":[{"text":${deep}}],"mappings":[]}]}`],
+    ["POST", "taxonomies", `{"version":"v","nodes":${deep}}`],
+    ["POST", "agents/from-taxonomy", `{"name":${deep},"taxonomy_node_ids":["${roomyRoot}"]}`],
+    ["POST", "agents/from-taxonomy", `{"name":"n","taxonomy_node_ids":["${roomyRoot}"],"retrieval_config":{"a":${deep}}}`],
+    ["PATCH", `agents/${roomyAgent}`, `{"features_config":{"a":${deep}}}`],
+    ["PATCH", `agents/${roomyAgent}`, `{"name":${deep}}`],
+    ["POST", `agents/${roomyAgent}/query`, `{"query":${deep}}`],
+    ["POST", `agents/${roomyAgent}/coverage/refresh`, `{"webhook_url":${deep}}`],
+    ["POST", `agents/${roomyAgent}/coverage/refresh?background=false`, deep],
+  ];
+
+  test("a body nested deeper than 64 levels is 400 validation_error on every route, whatever the field, and nothing is written", async () => {
+    await expectRejectedWithoutWrites(
+      400,
+      "validation_error",
+      async () => {
+        const out: [string, TestResponse][] = [];
+        for (const depth of [65, 1000, 20_000, 50_000])
+          for (const deep of [nestedArrays(depth), nestedObjects(depth)])
+            for (const [method, path, body] of deepBodies(deep)) {
+              const res = await roomy.request(method, path, { rawBody: body });
+              const what = `${method} ${path} depth ${depth} ${body.slice(0, 30)}`;
+              expect({ what, max_depth: res.body?.error?.details?.max_depth }).toEqual({ what, max_depth: 64 });
+              expect(res.body.error.message).toBe("invalid body: nested deeper than 64 levels of arrays and objects");
+              out.push([what, res]);
+            }
+        return out;
+      },
+      roomy,
+    );
+  });
+
+  test("a body exactly 64 levels deep is parsed and judged by its schema; brackets inside strings do not count", async () => {
+    // Object, chunks array, then 62 levels: 64 in all.
+    const atLimit = await roomy.request("POST", "documents", { rawBody: `{"title":"t","chunks":[${nestedArrays(62)}],"mappings":[]}` });
+    expectError(atLimit, 400, "validation_error");
+    expect(atLimit.body.error.message).toBe("invalid body: /chunks/0 Expected object");
+    const bracketText = await roomy.request("POST", "documents", {
+      body: { title: "[".repeat(1000), chunks: [{ text: "[{".repeat(20_000) }], mappings: [{ node_id: roomyRoot, version: V1, confidence: 0.9 }] },
+    });
+    expect(bracketText.status).toBe(201);
+    await roomy.request("DELETE", `documents/${bracketText.body.doc_id}`);
+  });
+
+  test("the report's 20,000-deep chunks request (40 KB) answers in under 50 ms, and memory stays flat", async () => {
+    const body = `{"title":"t","chunks":${nestedArrays(20_000)},"mappings":[]}`;
+    expect(body.length).toBeGreaterThan(40_000);
+    const send = () => roomy.request("POST", "documents", { rawBody: body });
+    expectError(await send(), 400, "validation_error"); // warm up the route
+    Bun.gc(true);
+    const rssBefore = process.memoryUsage().rss;
+    const took: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      const started = performance.now();
+      const res = await send();
+      took.push(performance.now() - started);
+      expectError(res, 400, "validation_error");
+    }
+    Bun.gc(true);
+    const grownMiB = (process.memoryUsage().rss - rssBefore) / 2 ** 20;
+    took.sort((a, b) => a - b);
+    // Before the depth limit: 8-10 s each and RSS from 140 MB to 2.5-3.8 GB. The median is the
+    // claim; the slowest is bounded more loosely so a GC pause on a busy machine is no failure.
+    expect({ medianUnder50ms: took[5]! < 50, slowestUnder250ms: took[9]! < 250, grewUnder32MiB: grownMiB < 32 }).toEqual({
+      medianUnder50ms: true,
+      slowestUnder250ms: true,
+      grewUnder32MiB: true,
+    });
+  });
+
+  describe("retrieval_config and features_config have a depth and a size limit of their own", () => {
+    /** A config object `depth` levels deep (the object itself is level 1). */
+    const configOfDepth = (depth: number) => {
+      let value: Record<string, unknown> = { leaf: true };
+      for (let i = 1; i < depth; i++) value = { a: value };
+      return value;
+    };
+    /** A config whose JSON text is exactly `bytes` bytes. */
+    const configOfSize = (bytes: number) => ({ blob: "x".repeat(bytes - '{"blob":""}'.length) });
+    const agentBody = (over: Record<string, unknown>) => ({ name: "configured", taxonomy_node_ids: [roomyRoot], ...over });
+
+    test("deeper than 32 levels is 400 validation_error naming the field, on create and patch", async () => {
+      await expectRejectedWithoutWrites(
+        400,
+        "validation_error",
+        async () => {
+          const out: [string, TestResponse][] = [];
+          for (const field of ["retrieval_config", "features_config"]) {
+            out.push([`create ${field}`, await roomy.request("POST", "agents/from-taxonomy", { body: agentBody({ [field]: configOfDepth(33) }) })]);
+            out.push([`patch ${field}`, await roomy.request("PATCH", `agents/${roomyAgent}`, { body: { [field]: configOfDepth(33) } })]);
+          }
+          for (const [what, res] of out) {
+            const field = what.split(" ")[1];
+            expect({ what, issues: res.body.error.details.issues }).toEqual({ what, issues: [{ path: `/${field}`, message: "nested deeper than 32 levels" }] });
+            expect(res.body.error.details).toMatchObject({ on: "body", max_depth: 32, max_bytes: 16384 });
+          }
+          return out;
+        },
+        roomy,
+      );
+    });
+
+    test("larger than 16 KiB of JSON is 400 validation_error naming the field; both fields are checked", async () => {
+      await expectRejectedWithoutWrites(
+        400,
+        "validation_error",
+        async () => {
+          const both = await roomy.request("POST", "agents/from-taxonomy", {
+            body: agentBody({ retrieval_config: configOfSize(16_385), features_config: configOfDepth(40) }),
+          });
+          expect(both.body.error.details.issues).toEqual([
+            { path: "/retrieval_config", message: "larger than 16384 bytes of JSON" },
+            { path: "/features_config", message: "nested deeper than 32 levels" },
+          ]);
+          // Bytes, not characters: 8,200 two-byte characters are 16,400 bytes.
+          const wide = await roomy.request("PATCH", `agents/${roomyAgent}`, { body: { features_config: { blob: "é".repeat(8200) } } });
+          expect(wide.body.error.message).toBe("invalid body: /features_config larger than 16384 bytes of JSON");
+          return [
+            ["both", both],
+            ["two-byte characters", wide],
+          ];
+        },
+        roomy,
+      );
+    });
+
+    test("configs exactly at the limits are stored and read back", async () => {
+      const created = await roomy.request("POST", "agents/from-taxonomy", {
+        body: agentBody({ retrieval_config: configOfDepth(32), features_config: configOfSize(16_384) }),
+      });
+      expect(created.status).toBe(201);
+      expect(created.body.retrieval_config).toEqual(configOfDepth(32));
+      expect(JSON.stringify(created.body.features_config).length).toBe(16_384);
+      const patched = await roomy.request("PATCH", `agents/${created.body.agent_id}`, { body: { retrieval_config: configOfSize(16_384) } });
+      expect(patched.status).toBe(200);
+      expect((await roomy.request("DELETE", `agents/${created.body.agent_id}`)).status).toBe(204);
+    });
+  });
+
+  test("error formatting is bounded: no value, however wide, makes a long error", async () => {
+    const manyStrings = Array.from({ length: 20_000 }, () => "value");
+    const bigObject = Object.fromEntries(Array.from({ length: 5000 }, (_, i) => [`key${i}`, "v".repeat(20)]));
+    await expectRejectedWithoutWrites(
+      400,
+      "validation_error",
+      async () => {
+        const out: [string, TestResponse][] = [
+          ["name array", await roomy.request("POST", "agents/from-taxonomy", { body: { name: manyStrings, taxonomy_node_ids: [roomyRoot] } })],
+          ["name object", await roomy.request("POST", "agents/from-taxonomy", { body: { name: bigObject, taxonomy_node_ids: [roomyRoot] } })],
+          ["title", await roomy.request("POST", "documents", { body: { title: manyStrings, chunks: [], mappings: [] } })],
+          ["query", await roomy.request("POST", `agents/${roomyAgent}/query`, { body: { query: bigObject } })],
+          ["webhook_url", await roomy.request("POST", `agents/${roomyAgent}/coverage/refresh`, { body: { webhook_url: manyStrings } })],
+          ["chunks", await roomy.request("POST", "documents", { body: { title: "t", chunks: manyStrings.slice(0, 9000), mappings: [] } })],
+        ];
+        for (const [what, res] of out) {
+          expect({ what, messageShort: res.body.error.message.length < 400, bodyShort: res.text.length < 8000 }).toEqual({ what, messageShort: true, bodyShort: true });
+          expect(res.body.error.details.issues.length).toBeLessThanOrEqual(20);
+        }
+        expect(out[0]![1].body.error.message).toStartWith('invalid body: /name Expected string but found ["value","value",');
+        expect(out[0]![1].body.error.message).toEndWith("…");
+        return out;
+      },
+      roomy,
+    );
+  });
+});
+
+describe("error formatting is bounded even past the default depth limit", () => {
+  // The deepest AGENTQ_MAX_JSON_DEPTH allowed: values 500 deep reach the schema validator and the error
+  // formatter. In production mode, a value 5,000 deep in a string field used to overflow the stack
+  // there and answer 500 text/plain "Something went wrong!".
+  let lenient: TestContext;
+  let lenientAgent: string;
+  const lenientRoot = uuid();
+  beforeAll(async () => {
+    lenient = await createTestContext({ maxJsonDepth: 512 });
+    await postTaxonomy(lenient, V1, [{ node_id: lenientRoot, label: "Root" }]);
+    lenientAgent = (await postAgent(lenient, { taxonomy_node_ids: [lenientRoot], taxonomy_version: V1 })).agent_id;
+  });
+  afterAll(() => lenient.close());
+
+  test("a value 500 levels deep in a string field is 400 validation_error with a short message", async () => {
+    const deep = nestedArrays(500, '"x"');
+    await expectRejectedWithoutWrites(
+      400,
+      "validation_error",
+      async () => {
+        const out: [string, TestResponse][] = [
+          ["name", await lenient.request("POST", "agents/from-taxonomy", { rawBody: `{"name":${deep},"taxonomy_node_ids":["${lenientRoot}"]}` })],
+          ["query", await lenient.request("POST", `agents/${lenientAgent}/query`, { rawBody: `{"query":${deep}}` })],
+          ["title", await lenient.request("POST", "documents", { rawBody: `{"title":${deep},"chunks":[],"mappings":[]}` })],
+          ["webhook_url", await lenient.request("POST", `agents/${lenientAgent}/coverage/refresh`, { rawBody: `{"webhook_url":${deep}}` })],
+          ["retrieval_config", await lenient.request("PATCH", `agents/${lenientAgent}`, { rawBody: `{"retrieval_config":{"a":${deep}}}` })],
+        ];
+        for (const [what, res] of out) expect({ what, short: res.text.length < 2000 }).toEqual({ what, short: true });
+        expect(out[0]![1].body.error.message).toBe('invalid body: /name Expected string but found [[[[…]]]]');
+        expect(out[4]![1].body.error.message).toBe("invalid body: /retrieval_config nested deeper than 32 levels");
+        return out;
+      },
+      lenient,
+    );
+  });
+});
+
+describe("impossible dates are 400 validation_error before any query", () => {
+  const IMPOSSIBLE = [
+    "2024-02-30T00:00:00Z",
+    "2023-02-29T00:00:00Z",
+    "2024-06-31T00:00:00Z",
+    "0000-01-01T00:00:00Z",
+    "+275760-09-13T00:00:00Z",
+    "275760-01-01T00:00:00Z",
+    "2024-01-01T00:00:00-23:59",
+    "2024-01-01T00:00:00+16:00",
+    "9999-12-31T23:59:59-23:59",
+    "2024-01-01T24:00:00Z",
+    "2024-01-01T23:59:60Z",
+    "Mon Jan 01 2024 00:00:00 GMT+0000 (Coordinated Universal Time)",
+  ];
+
+  test("start_date and end_date, on an agent that exists and on one that does not", async () => {
+    await expectRejectedWithoutWrites(400, "validation_error", async () => {
+      const out: [string, TestResponse][] = [];
+      // The unknown agent would be a 404 if the date reached a query; the seed agent a 500 before.
+      for (const agent of [agentId, uuid()])
+        for (const param of ["start_date", "end_date"])
+          for (const date of IMPOSSIBLE) {
+            const res = await ctx.request("GET", `agents/${agent}/coverage/history?${param}=${encodeURIComponent(date)}`);
+            expect(res.body?.error?.details?.issues?.[0]?.path).toBe(`/${param}`);
+            out.push([`${param}=${date} ${agent === agentId ? "seed" : "unknown"} agent`, res]);
+          }
+      return out;
+    });
+    const res = await ctx.request("GET", `agents/${agentId}/coverage/history?start_date=2024-02-30T00:00:00Z`);
+    expect(res.body.error.message).toBe('invalid query: /start_date 2024-02-30 is not a calendar date (value "2024-02-30T00:00:00Z")');
+  });
+
+  test("real dates at the edges of the range are accepted", async () => {
+    for (const date of ["2024-02-29T00:00:00Z", "0001-01-01T00:00:00Z", "0001-01-01T00:00:00+15:59", "9999-12-31T23:59:59.999999-15:59", "2024-03-01 10:00:00+05:30"]) {
+      const res = await ctx.request("GET", `agents/${agentId}/coverage/history?start_date=${encodeURIComponent(date)}&end_date=${encodeURIComponent(date)}`);
+      expect({ date, status: res.status }).toEqual({ date, status: 200 });
+      expect(res.body.start_date).toBe(date);
+    }
+  });
+});
+
+describe("PostgreSQL data errors caused by input are 400 validation_error", () => {
+  /** The error a statement throws (a real one from PostgreSQL). */
+  const failure = async (run: () => Promise<unknown>) => {
+    try {
+      await run();
+    } catch (error) {
+      return error;
+    }
+    throw new Error("the statement did not fail");
+  };
+  const deepJson = nestedArrays(20_000);
+
+  test("the 22xxx class and 54001, raw from the driver or wrapped by Drizzle", async () => {
+    const { sql: raw } = ctx.database;
+    const db = ctx.database.db;
+    const cases: [string, string, () => Promise<unknown>][] = [
+      ["22008", "impossible date", () => raw`select ${"2024-02-30T00:00:00Z"}::timestamptz`],
+      ["22008", "year 0", () => db.execute(drizzleSql`select ${"0000-01-01T00:00:00Z"}::timestamptz`)],
+      ["22007", "not a date", () => raw`select ${"soon"}::timestamptz`],
+      ["22012", "division by zero (the class, no entry of its own)", () => raw`select 1 / ${0}::int`],
+      ["22003", "out of range", () => raw`select ${"40000"}::smallint`],
+      ["22P02", "bad jsonb", () => raw`select ${"{bad"}::jsonb`],
+      ["54001", "jsonb too deep", () => db.execute(drizzleSql`select ${deepJson}::jsonb`)],
+    ];
+    for (const [state, what, run] of cases) {
+      const error = await failure(run);
+      expect({ what, state: sqlState(error)?.code }).toEqual({ what, state });
+      const mapped = toErrorResponse("UNKNOWN", error);
+      expect({ what, status: mapped.status, code: mapped.body.error.code, internal: mapped.internal }).toEqual({
+        what,
+        status: 400,
+        code: "validation_error",
+        internal: false,
+      });
+      expect(JSON.stringify(mapped.body).length).toBeLessThan(1000);
+    }
+  });
+
+  test("a failed statement's log entry is bounded, however large its parameters", async () => {
+    const error = await failure(() => ctx.database.db.execute(drizzleSql`select ${deepJson}::jsonb`));
+    // Drizzle's message quotes the statement and every parameter: 40 KB here.
+    expect((error as Error).message.length).toBeGreaterThan(40_000);
+    const logged = JSON.stringify(errorForLog(error));
+    expect(logged.length).toBeLessThan(12_000);
+    expect(JSON.parse(logged)).toMatchObject({ type: expect.any(String), cause: { code: "54001" } });
   });
 });

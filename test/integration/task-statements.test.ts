@@ -7,7 +7,7 @@ import { sql } from "drizzle-orm";
 import { createTestContext, type TestContext } from "../helpers/app.ts";
 import { postAgent, postTaxonomy, taskInput, uuid } from "../helpers/fixtures.ts";
 import { claimTask } from "../../src/db/tasks/claims.ts";
-import { completeTask, endTask } from "../../src/db/tasks/completions.ts";
+import { settleTask } from "../../src/db/tasks/settle.ts";
 import { getTask } from "../../src/db/tasks/records.ts";
 import { insertTask, type NewTask } from "../../src/db/tasks/enqueue.ts";
 import { recordProgress, renewLeases } from "../../src/db/tasks/leases.ts";
@@ -44,6 +44,8 @@ const result = (): CoverageResult => ({
   version: "v1",
   calculated_at: new Date().toISOString(),
 });
+
+const completed = () => ({ kind: "completed", result: result() }) as const;
 
 async function running() {
   const { task } = await insertTask(db(), newTask());
@@ -118,13 +120,13 @@ test("a task is claimed once: the second claim of the same id matches nothing", 
 
 test("a cancelled pending task cannot be claimed", async () => {
   const { task } = await insertTask(db(), newTask());
-  expect(await requestCancel(db(), task.task_id)).toEqual({ previous: "pending", status: "cancelled", priority: "medium", agent_id: task.agent_id });
+  expect(await requestCancel(db(), task.task_id)).toMatchObject({ previous: "pending", status: "cancelled", priority: "medium", agent_id: task.agent_id });
   expect(await claimTask(db(), task.task_id, "w1", 60_000)).toBeNull();
 });
 
 test("completion writes status, result, one history row and the agent's figures in one go", async () => {
   const claim = await running();
-  expect(await completeTask(db(), claim.taskId, claim.leaseToken, result())).toBe("completed");
+  expect((await settleTask(db(), claim.taskId, claim.leaseToken, completed()))?.status).toBe("completed");
   const task = await getTask(db(), claim.taskId);
   expect(task?.status).toBe("completed");
   expect(task?.progress_percentage).toBe(100);
@@ -141,26 +143,28 @@ test("a worker whose lease token changed writes nothing (fencing)", async () => 
   const stale = claim.leaseToken;
   await db().execute(sql`update background_tasks set lease_token = gen_random_uuid() where task_id = ${claim.taskId}`);
   expect(await recordProgress(db(), claim.taskId, stale, 50)).toBe(false);
-  expect(await completeTask(db(), claim.taskId, stale, result())).toBe("lost_lease");
-  expect(await endTask(db(), claim.taskId, stale, "failed", "x")).toBe(false);
-  expect(await requeueTask(db(), claim.taskId, stale, "crash")).toBeNull();
+  expect(await settleTask(db(), claim.taskId, stale, completed())).toBeNull();
+  expect(await settleTask(db(), claim.taskId, stale, { kind: "failed", error: "x" })).toBeNull();
+  expect(await settleTask(db(), claim.taskId, stale, { kind: "retry", error: "crash", refund: false })).toBeNull();
   expect((await getTask(db(), claim.taskId))?.status).toBe("running");
   expect(await historyRows(claim.taskId)).toBe(0);
 });
 
-test("a cancel requested while running wins over completion: cancelled, no history row", async () => {
+test("a cancel of a running task is durable at once and wins over its completion: cancelled, no history row", async () => {
   const claim = await running();
-  expect((await requestCancel(db(), claim.taskId))?.previous).toBe("running");
-  expect(await completeTask(db(), claim.taskId, claim.leaseToken, result())).toBe("cancelled");
-  expect((await getTask(db(), claim.taskId))?.status).toBe("cancelled");
+  expect(await requestCancel(db(), claim.taskId)).toMatchObject({ previous: "running", status: "cancelled", lease_owner: "w1" });
+  expect(await getTask(db(), claim.taskId)).toMatchObject({ status: "cancelled", cancellation_requested: true });
+  // The completion that lost the race writes nothing: no result, no history, no figures.
+  expect(await settleTask(db(), claim.taskId, claim.leaseToken, completed())).toBeNull();
+  expect(await getTask(db(), claim.taskId)).toMatchObject({ status: "cancelled", result: null });
   expect(await historyRows(claim.taskId)).toBe(0);
 });
 
 test("terminal statuses never change: cancel, end and requeue leave a completed task alone", async () => {
   const claim = await running();
-  await completeTask(db(), claim.taskId, claim.leaseToken, result());
+  await settleTask(db(), claim.taskId, claim.leaseToken, completed());
   expect(await requestCancel(db(), claim.taskId)).toMatchObject({ previous: "completed", status: "completed" });
-  expect(await endTask(db(), claim.taskId, claim.leaseToken, "failed", "late")).toBe(false);
+  expect(await settleTask(db(), claim.taskId, claim.leaseToken, { kind: "failed", error: "late" })).toBeNull();
   const task = await getTask(db(), claim.taskId);
   expect(task?.status).toBe("completed");
   expect(task?.cancellation_requested).toBe(false);
@@ -174,23 +178,24 @@ test("progress is recorded for the lease holder, clamped to 0..100", async () =>
 
 test("a crashed owner's task goes back to pending until its attempts run out, then fails", async () => {
   const claim1 = await running();
-  const back = await requeueTask(db(), claim1.taskId, claim1.leaseToken, "worker thread crashed");
+  const crash = { kind: "retry", error: "worker thread crashed", refund: false } as const;
+  const back = await settleTask(db(), claim1.taskId, claim1.leaseToken, crash);
   expect(back?.status).toBe("pending");
   const claim2 = await claimTask(db(), claim1.taskId, "w2", 60_000);
   expect(claim2?.attempt).toBe(2);
-  const last = await requeueTask(db(), claim1.taskId, claim2!.leaseToken, "worker thread crashed");
+  const last = await settleTask(db(), claim1.taskId, claim2!.leaseToken, crash);
   expect(last?.status).toBe("failed");
-  expect((await getTask(db(), claim1.taskId))?.error).toContain("worker thread crashed");
+  expect((await getTask(db(), claim1.taskId))?.error).toBe("gave up after attempts: worker thread crashed");
 });
 
 test("a task handed back on shutdown gets its attempt refunded", async () => {
   const claim = await running();
-  await requeueTask(db(), claim.taskId, claim.leaseToken, "handed back on shutdown", true);
+  await settleTask(db(), claim.taskId, claim.leaseToken, { kind: "retry", error: "handed back on shutdown", refund: true });
   const task = await getTask(db(), claim.taskId);
   expect(task).toMatchObject({ status: "pending", attempt: 0, lease_owner: null });
 });
 
-test("expired leases are requeued, or failed after the last attempt, or cancelled if asked", async () => {
+test("expired leases are requeued, or failed after the last attempt; a cancelled task is not touched", async () => {
   const retry = await running();
   const exhausted = await running();
   await db().execute(sql`update background_tasks set attempt = max_attempts where task_id = ${exhausted.taskId}`);
@@ -199,11 +204,13 @@ test("expired leases are requeued, or failed after the last attempt, or cancelle
   const healthy = await running();
   await db().execute(sql`update background_tasks set lease_expires_at = now() - interval '1 second' where task_id <> ${healthy.taskId}`);
   const outcome = Object.fromEntries((await requeueExpiredLeases(db())).map((r) => [r.task_id, r.status]));
-  expect(outcome).toEqual({ [retry.taskId]: "pending", [exhausted.taskId]: "failed", [cancelled.taskId]: "cancelled" });
+  // The cancel ended its task and cleared its lease at once: nothing of it is left to expire.
+  expect(outcome).toEqual({ [retry.taskId]: "pending", [exhausted.taskId]: "failed" });
+  expect((await getTask(db(), cancelled.taskId))?.status).toBe("cancelled");
   expect((await getTask(db(), healthy.taskId))?.status).toBe("running");
 });
 
-test("lease renewal extends only matching leases and reports requested cancels", async () => {
+test("lease renewal extends only matching leases; a cancelled task's lease is lost", async () => {
   const a = await running();
   const b = await running();
   await requestCancel(db(), b.taskId);
@@ -216,9 +223,8 @@ test("lease renewal extends only matching leases and reports requested cancels",
     ],
     60_000,
   );
-  expect(renewed.renewedTokens.sort()).toEqual([a.leaseToken, b.leaseToken].sort());
-  expect(renewed.cancelRequested).toEqual([b.taskId]);
-  expect(await renewLeases(db(), [], 1000)).toEqual({ renewedTokens: [], cancelRequested: [] });
+  expect(renewed.renewedTokens).toEqual([a.leaseToken]);
+  expect(await renewLeases(db(), [], 1000)).toEqual({ renewedTokens: [] });
 });
 
 test("stale pending tasks are listed oldest first; fresh ones are not", async () => {
@@ -243,7 +249,7 @@ test("history lists newest first within the date range, and retention deletes on
   });
   expect(ranged).toMatchObject({ total: 1, history: [{ overall_coverage: 20 }] });
   const oldDone = await running();
-  await completeTask(db(), oldDone.taskId, oldDone.leaseToken, result());
+  await settleTask(db(), oldDone.taskId, oldDone.leaseToken, completed());
   await db().execute(sql`update background_tasks set completed_at = now() - interval '2 days' where task_id = ${oldDone.taskId}`);
   const pendingOld = await insertTask(db(), newTask());
   await db().execute(sql`update background_tasks set created_at = now() - interval '2 days' where task_id = ${pendingOld.task.task_id}`);

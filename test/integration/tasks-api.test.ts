@@ -11,7 +11,7 @@ import { Dispatcher } from "../../src/queue/dispatch.ts";
 import { queueKeys } from "../../src/queue/keys.ts";
 import { createLogger } from "../../src/logger.ts";
 import { claimTask } from "../../src/db/tasks/claims.ts";
-import { completeTask } from "../../src/db/tasks/completions.ts";
+import { settleTask } from "../../src/db/tasks/settle.ts";
 import { newTaskId, TASK_ID_PATTERN } from "../../src/core/tasks.ts";
 
 let ctx: TestContext;
@@ -353,7 +353,7 @@ describe("DELETE /tasks/{id}", () => {
     await ctx.redis.zrem(keys().queue("medium"), completed);
     const claim = await claimTask(db(), completed, "test-worker", 60_000);
     expect(claim).not.toBeNull();
-    const outcome = await completeTask(db(), completed, claim!.leaseToken, {
+    const result = {
       agent_id: agentId,
       overall_coverage: 10,
       total_documents: 2,
@@ -361,8 +361,9 @@ describe("DELETE /tasks/{id}", () => {
       node_coverage: {},
       version: "1.0.0",
       calculated_at: new Date().toISOString(),
-    });
-    expect(outcome).toBe("completed");
+    };
+    const outcome = await settleTask(db(), completed, claim!.leaseToken, { kind: "completed", result });
+    expect(outcome?.status).toBe("completed");
     for (const id of [cancelled, completed]) {
       const before = await snapshot(id);
       const res = await ctx.request("DELETE", `tasks/${id}`);

@@ -18,7 +18,7 @@ import { createMetrics, type Metrics } from "../../src/metrics/registry.ts";
 import { createLogger } from "../../src/logger.ts";
 import { getDelivery, type DeliveryView } from "../../src/db/webhooks.ts";
 import { claimTask } from "../../src/db/tasks/claims.ts";
-import { endTask } from "../../src/db/tasks/completions.ts";
+import { settleTask } from "../../src/db/tasks/settle.ts";
 import { insertTask } from "../../src/db/tasks/enqueue.ts";
 import { newTaskId } from "../../src/core/tasks.ts";
 import type { Config } from "../../src/config.ts";
@@ -295,14 +295,14 @@ describe("durability", () => {
     const rolledBack = await start();
     await ctx.database.db
       .transaction(async (tx) => {
-        expect(await endTask(tx, rolledBack.taskId, rolledBack.leaseToken, "failed", "boom")).toBe(true);
+        expect((await settleTask(tx, rolledBack.taskId, rolledBack.leaseToken, { kind: "failed", error: "boom" }))?.status).toBe("failed");
         throw new Error("roll back");
       })
       .catch(() => {});
     expect(await getDelivery(ctx.database.db, rolledBack.taskId)).toBeNull();
 
     const committed = await start();
-    expect(await endTask(ctx.database.db, committed.taskId, committed.leaseToken, "failed", "boom")).toBe(true);
+    expect((await settleTask(ctx.database.db, committed.taskId, committed.leaseToken, { kind: "failed", error: "boom" }))?.status).toBe("failed");
     const delivery = (await getDelivery(ctx.database.db, committed.taskId)) as DeliveryView;
     expect(delivery).toMatchObject({ status: "pending", attempts: 0, url: "https://93.184.215.14/hook" });
   });

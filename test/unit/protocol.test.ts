@@ -25,6 +25,7 @@ const settings: WorkerSettings = {
   confidenceThreshold: 0.7,
   defaultTargetDocuments: 10,
   leaseMs: 1000,
+  concurrency: 1,
   popTimeoutSeconds: 1,
 };
 

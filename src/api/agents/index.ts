@@ -21,21 +21,29 @@ import { storeAgentCoverage } from "../../db/coverage.ts";
 import { searchScope } from "../../db/search.ts";
 import { measureCoverage, measureGaps } from "../../coverage/meter.ts";
 import { notFound } from "../../core/errors.ts";
+import { assertConfigsWithinLimits } from "./limits.ts";
 
 const DEFAULT_MAX_RESULTS = 50;
 
 export const agentRoutes = (deps: AppDeps) => {
   const db = deps.database.db;
   return new Elysia({ name: "agentq.agents", tags: ["agents"] })
-    .post("/agents/from-taxonomy", async ({ body, status }) => status(201, await createAgent(db, body)), {
-      body: AgentCreate,
-      response: { 201: Agent, ...authErrors },
-      detail: {
-        summary: "Create an agent scoped to taxonomy nodes",
-        description:
-          "Without taxonomy_version, the newest version holding every node is used. 400 unknown_taxonomy_node if a node is not in the version.",
+    .post(
+      "/agents/from-taxonomy",
+      async ({ body, status }) => {
+        assertConfigsWithinLimits(body, deps.config);
+        return status(201, await createAgent(db, body));
       },
-    })
+      {
+        body: AgentCreate,
+        response: { 201: Agent, ...authErrors },
+        detail: {
+          summary: "Create an agent scoped to taxonomy nodes",
+          description:
+            "Without taxonomy_version, the newest version holding every node is used. 400 unknown_taxonomy_node if a node is not in the version. retrieval_config and features_config are limited in depth (AGENTQ_MAX_CONFIG_DEPTH) and size (AGENTQ_MAX_CONFIG_BYTES).",
+        },
+      },
+    )
     .get(
       "/agents",
       async ({ query }) => {
@@ -67,12 +75,19 @@ export const agentRoutes = (deps: AppDeps) => {
       response: { 200: Agent, ...authErrors, 404: ErrorBody },
       detail: { summary: "Get an agent" },
     })
-    .patch("/agents/:agent_id", async ({ params, body }) => updateAgent(db, params.agent_id, body), {
-      params: AgentParams,
-      body: AgentPatch,
-      response: { 200: Agent, ...authErrors, 404: ErrorBody },
-      detail: { summary: "Change only the fields sent", description: "coverage_targets, when sent, replaces the agent's whole set of targets." },
-    })
+    .patch(
+      "/agents/:agent_id",
+      async ({ params, body }) => {
+        assertConfigsWithinLimits(body, deps.config);
+        return updateAgent(db, params.agent_id, body);
+      },
+      {
+        params: AgentParams,
+        body: AgentPatch,
+        response: { 200: Agent, ...authErrors, 404: ErrorBody },
+        detail: { summary: "Change only the fields sent", description: "coverage_targets, when sent, replaces the agent's whole set of targets." },
+      },
+    )
     .delete(
       "/agents/:agent_id",
       async ({ params, status }) => {

@@ -1,7 +1,9 @@
 import { t } from "elysia";
 import { Timestamp, Uuid, Version } from "../common.ts";
 
-const JsonObject = t.Record(t.String(), t.Unknown(), { description: "Free-form JSON object" });
+const JsonObject = t.Record(t.String(), t.Unknown(), {
+  description: "Free-form JSON object; on input at most AGENTQ_MAX_CONFIG_DEPTH (32) levels deep and AGENTQ_MAX_CONFIG_BYTES (16384) bytes of JSON",
+});
 const Targets = t.Record(t.String({ format: "uuid" }), t.Integer({ minimum: 1, maximum: 1_000_000 }), {
   description: "Per-node target document counts (node_id -> count); replaces the agent's whole set",
 });

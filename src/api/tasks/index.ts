@@ -14,6 +14,7 @@ import { measureCoverage } from "../../coverage/meter.ts";
 import { TaskService } from "../../tasks/service.ts";
 import { AppError, notFound } from "../../core/errors.ts";
 import { REQUEST_ID_HEADER } from "../../metrics/http.ts";
+import { assertTimestamps } from "../timestamps.ts";
 
 export const taskRoutes = (deps: AppDeps) => {
   const db = deps.database.db;
@@ -122,6 +123,8 @@ export const taskRoutes = (deps: AppDeps) => {
     .get(
       "/agents/:agent_id/coverage/history",
       async ({ params, query }) => {
+        // Before any query: PostgreSQL refuses impossible dates with an error, not an empty range.
+        assertTimestamps("query", { start_date: query.start_date, end_date: query.end_date });
         await requireAgent(db, params.agent_id);
         const { history, total } = await listCoverageHistory(db, params.agent_id, {
           start: query.start_date,

@@ -64,8 +64,8 @@ export const Task = t.Object({
 
 export const HistoryQuery = t.Object(
   {
-    start_date: t.Optional(t.String({ format: "date-time", description: "Inclusive lower bound (ISO-8601)" })),
-    end_date: t.Optional(t.String({ format: "date-time", description: "Inclusive upper bound (ISO-8601)" })),
+    start_date: t.Optional(t.String({ format: "date-time", maxLength: 64, description: "Inclusive lower bound (RFC 3339 with a time zone; a calendar date in years 0001-9999)" })),
+    end_date: t.Optional(t.String({ format: "date-time", maxLength: 64, description: "Inclusive upper bound (RFC 3339 with a time zone; a calendar date in years 0001-9999)" })),
     limit: t.Optional(t.Integer({ minimum: 1, maximum: 1000, default: 100 })),
     offset: t.Optional(t.Integer({ minimum: 0, default: 0 })),
   },

@@ -16,23 +16,27 @@ export async function recordProgress(db: DbOrTx, taskId: string, leaseToken: str
   return rows.length > 0;
 }
 
-/** Extends the leases of the tasks a supervisor runs; returns the leases renewed (by token) and the tasks whose cancel was requested. */
+/**
+ * Extends the leases of the tasks a supervisor runs, in one statement; returns the leases renewed
+ * (by token: the same task may be held under an old lease and, after a retry, a new one). A lease
+ * missing from the answer is lost: the task was cancelled (a cancel clears the lease), deleted,
+ * or taken over after the lease lapsed.
+ */
 export async function renewLeases(
   db: DbOrTx,
   leases: readonly { taskId: string; leaseToken: string }[],
   leaseMs: number,
-): Promise<{ renewedTokens: string[]; cancelRequested: string[] }> {
-  if (leases.length === 0) return { renewedTokens: [], cancelRequested: [] };
-  const rows = await db.execute<{ task_id: string; lease_token: string; cancellation_requested: boolean }>(sql`
+): Promise<{ renewedTokens: string[] }> {
+  if (leases.length === 0) return { renewedTokens: [] };
+  const rows = await queryPrepared<{ lease_token: string }>(
+    db,
+    sql`
     update background_tasks t
-    set lease_expires_at = now() + ${leaseMs} * interval '1 millisecond'
+    set lease_expires_at = now() + ${leaseMs}::int * interval '1 millisecond'
     from jsonb_to_recordset(${JSON.stringify(leases.map((l) => ({ task_id: l.taskId, lease_token: l.leaseToken })))}::jsonb)
          as x(task_id text, lease_token uuid)
     where t.task_id = x.task_id and t.lease_token = x.lease_token and t.status = 'running'
-    returning t.task_id, t.lease_token, t.cancellation_requested`);
-  return {
-    // By token: the same task may be held under an old lease and, after a retry, a new one.
-    renewedTokens: rows.map((r) => r.lease_token),
-    cancelRequested: rows.filter((r) => r.cancellation_requested).map((r) => r.task_id),
-  };
+    returning t.lease_token`,
+  );
+  return { renewedTokens: rows.map((r) => r.lease_token) };
 }

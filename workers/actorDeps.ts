@@ -1,0 +1,63 @@
+/**
+ * The real dependencies of an actor (workers/actor.ts): its own Redis
+ * connections (one for commands, one for the blocking pop) and its own
+ * PostgreSQL pool, sized for its concurrency: each running task may hold a
+ * connection for its coverage statement, plus one for claims and settles.
+ */
+import Redis from "ioredis";
+import { openDatabase, type Database } from "../src/db/client.ts";
+import { claimTasks } from "../src/db/tasks/claims.ts";
+import { recordProgress } from "../src/db/tasks/leases.ts";
+import { queueKeys } from "../src/queue/keys.ts";
+import { TaskPopper } from "../src/queue/pop.ts";
+import { Dispatcher } from "../src/queue/dispatch.ts";
+import { RuntimeSamples } from "../src/queue/runtimeSamples.ts";
+import { SettleBatcher } from "../src/tasks/settleBatcher.ts";
+import type { WorkerSettings } from "../src/protocol/messages.ts";
+import type { ActorDeps } from "./actor.ts";
+
+export interface OpenActorDeps extends ActorDeps {
+  close(): Promise<void>;
+}
+
+export function openActorDeps(workerId: string, settings: WorkerSettings): OpenActorDeps {
+  const openPool = () =>
+    openDatabase(settings.databaseUrl, { max: settings.concurrency + 1, applicationName: `agentq-worker-${workerId}` });
+  let database: Database = openPool();
+  const redis = new Redis(settings.redisUrl, { maxRetriesPerRequest: null });
+  const blocking = new Redis(settings.redisUrl, { maxRetriesPerRequest: null });
+  for (const r of [redis, blocking]) r.on("error", () => {}); // reconnects by itself; failures surface in calls
+  const keys = queueKeys(settings.redisPrefix);
+  const popper = new TaskPopper(redis, blocking, keys);
+  const dispatcher = new Dispatcher(redis, keys);
+  const samples = new RuntimeSamples(redis, keys);
+  const settler = new SettleBatcher(() => database.db);
+  return {
+    take: (n) => popper.take(n),
+    waitForOne: (timeoutSeconds) => popper.waitForOne(timeoutSeconds),
+    interruptWait: () => popper.interrupt(),
+    claim: (ids) => claimTasks(database.db, ids, workerId, settings.leaseMs),
+    settle: (taskId, leaseToken, ending) => settler.settle({ taskId, leaseToken, ending }),
+    progress: async (taskId, leaseToken, percent) => void (await recordProgress(database.db, taskId, leaseToken, percent)),
+    redispatch: (t) => dispatcher.dispatch([{ taskId: t.taskId, priority: t.priority, score: Date.parse(t.createdAt) }]),
+    recordRuntime: (ms) => samples.add(ms),
+    database: () => database,
+    /**
+     * After a lost connection the pool is replaced before its next use. postgres.js 3.4.9 as
+     * published can leave a connection whose backend died unable to send anything again;
+     * patches/postgres@3.4.9.patch fixes that (test/integration/postgres-driver.test.ts), and a
+     * fresh pool stays as a second line of defence: it carries no state from the dead connections.
+     */
+    connectionLost: () => {
+      const old = database;
+      database = openPool();
+      void old.sql.end({ timeout: 0 }).catch(() => {});
+    },
+    async close() {
+      await samples.settled();
+      redis.disconnect();
+      blocking.disconnect();
+      await database.close();
+    },
+  };
+}
