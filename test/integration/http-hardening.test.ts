@@ -61,7 +61,7 @@ function exchange(head: string, body: Iterable<Uint8Array | string> = []): Promi
       resolve({ status: Number(statusLine!.split(" ")[1]), headers, body: rest, closed: socket.destroyed || socket.readableEnded });
     };
     socket.on("data", (chunk) => {
-      received.push(chunk);
+      received.push(typeof chunk === "string" ? Buffer.from(chunk, "latin1") : chunk);
       const text = Buffer.concat(received).toString("latin1");
       const split = text.indexOf("\r\n\r\n");
       const length = /\r\ncontent-length: *(\d+)/i.exec(text.slice(0, split));
