@@ -17,6 +17,8 @@ import type { WorkerSettings } from "../src/protocol/messages.ts";
 import type { ActorDeps } from "./actor.ts";
 
 export interface OpenActorDeps extends ActorDeps {
+  /** Settle statements issued and endings written (group commit), for tests and benchmarks. */
+  settleStats(): { writes: number; items: number };
   close(): Promise<void>;
 }
 
@@ -42,6 +44,7 @@ export function openActorDeps(workerId: string, settings: WorkerSettings): OpenA
     redispatch: (t) => dispatcher.dispatch([{ taskId: t.taskId, priority: t.priority, score: Date.parse(t.createdAt) }]),
     recordRuntime: (ms) => samples.add(ms),
     database: () => database,
+    settleStats: () => ({ ...settler.stats }),
     /**
      * After a lost connection the pool is replaced before its next use. postgres.js 3.4.9 as
      * published can leave a connection whose backend died unable to send anything again;

@@ -15,6 +15,7 @@ import { queueKeys } from "../../src/queue/keys.ts";
 import { KeyRevocations } from "../../src/queue/keyRevocations.ts";
 import type { Logger } from "pino";
 import { createTestDatabase, type TestDatabase } from "./db.ts";
+import { leakReport } from "./leaks.ts";
 
 export const TEST_API_KEY = "test-key-0123456789abcdef";
 /** A Standard Webhooks secret for tests (base64 of 32 bytes). */
@@ -115,6 +116,7 @@ export async function createTestContext(overrides: Partial<Config> = {}, options
     testDb,
     request,
     async close() {
+      const leaks = leakReport();
       keyVerifier.close();
       keyRevocations.close();
       const keys = await redis.keys(`${config.redisPrefix}:*`);
@@ -122,6 +124,7 @@ export async function createTestContext(overrides: Partial<Config> = {}, options
       redis.disconnect();
       await database.close();
       await testDb.drop();
+      if (leaks) throw new Error(leaks);
     },
   };
 }

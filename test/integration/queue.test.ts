@@ -177,7 +177,7 @@ describe("Dispatcher and popNext on Redis", () => {
 });
 
 describe("through the API", () => {
-  test("pending tasks show queue positions 1..n in priority-then-FIFO order with non-decreasing estimates, and a one-worker engine starts them in exactly that order", async () => {
+  test.each([1, 8])("pending tasks show queue positions 1..n in priority-then-FIFO order with non-decreasing estimates, and a one-worker engine of concurrency %d starts them in exactly that order", async (concurrency) => {
     // Several agents (each may have one unforced pending refresh) plus forced refreshes of the same agent.
     const agents: string[] = [];
     for (let i = 0; i < 4; i++) agents.push((await postAgent(ctx, { name: `q${i}`, taxonomy_node_ids: [root] })).agent_id);
@@ -224,8 +224,9 @@ describe("through the API", () => {
       expect(scoped.body.queue_position).toBe(i + 1);
     }
 
-    // Now one worker (the production worker script) takes them one by one.
-    const engine = await startTestEngine(ctx, { workers: 1 });
+    // Now one worker (the production worker script) takes them: one by one, or up to 8 at a
+    // time (one priority-ordered pop, one claim, started in claim order).
+    const engine = await startTestEngine(ctx, { workers: 1, concurrency });
     try {
       for (const t of created) expect(await waitForStatus(ctx, t.taskId, ["completed"])).toBe("completed");
       const started = engine.events.flatMap((e) => (e.type === "task_started" ? [e.taskId] : []));

@@ -1,0 +1,306 @@
+/**
+ * The worker actor (workers/actor.ts) in the test process, with its real
+ * dependencies (workers/actorDeps.ts: its own Redis connections and PostgreSQL
+ * pool) and a port that records what it tells the supervisor. No supervisor
+ * runs: the test plays its part (cancels, drain).
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { sql } from "drizzle-orm";
+import { createTestContext, type TestContext } from "../helpers/app.ts";
+import { FAST_ENGINE, eventually } from "../helpers/engine.ts";
+import { postAgent, postTaxonomy, uuid } from "../helpers/fixtures.ts";
+import { Actor } from "../../workers/actor.ts";
+import { openActorDeps, type OpenActorDeps } from "../../workers/actorDeps.ts";
+import type { TaskHandler } from "../../workers/handlers/types.ts";
+import type { WorkerMessage, WorkerSettings } from "../../src/protocol/messages.ts";
+import { requestCancel } from "../../src/db/tasks/cancel.ts";
+import { queueKeys } from "../../src/queue/keys.ts";
+import { pgSleep } from "../fixtures/workers/behaviours.ts";
+
+let ctx: TestContext;
+let root: string;
+beforeAll(async () => {
+  ctx = await createTestContext(FAST_ENGINE);
+  root = uuid();
+  await postTaxonomy(ctx, "1", [{ node_id: root, label: "r" }]);
+});
+afterAll(() => ctx.close());
+
+const db = () => ctx.database.db;
+
+async function enqueue(n: number, priority = "medium"): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const agent = (await postAgent(ctx, { taxonomy_node_ids: [root] })).agent_id;
+    const res = await ctx.request("POST", `agents/${agent}/coverage/refresh`, { body: { priority } });
+    expect(res.status).toBe(202);
+    ids.push(res.body.task_id);
+  }
+  return ids;
+}
+
+const queued = async () => {
+  let n = 0;
+  for (const key of queueKeys(ctx.config.redisPrefix).queues) n += await ctx.redis.zcard(key);
+  return n;
+};
+
+const row = async (taskId: string) =>
+  (await db().execute<{ status: string; attempt: number; result: unknown }>(sql`select status, attempt, result from background_tasks where task_id = ${taskId}`))[0]!;
+
+const historyRows = async (ids: string[]) =>
+  (await db().execute<{ n: number }>(sql`select count(*)::int as n from coverage_history where task_id = any(${`{${ids.join(",")}}`}::text[])`))[0]!.n;
+
+/** A handler that waits until the test opens its gate, then returns a canned result; it honours abort. */
+function gated() {
+  const gates = new Map<string, () => void>();
+  const opened = new Set<string>();
+  const handler: TaskHandler = (c) =>
+    new Promise((resolve, reject) => {
+      if (c.signal.aborted) return reject(c.signal.reason);
+      c.signal.addEventListener("abort", () => reject(c.signal.reason), { once: true });
+      const finish = () =>
+        resolve({
+          agent_id: c.agentId,
+          overall_coverage: 50,
+          total_documents: 1,
+          total_chunks: 2,
+          node_coverage: {},
+          version: c.agent.taxonomy_version,
+          calculated_at: new Date().toISOString(),
+        });
+      if (opened.has(c.taskId)) finish();
+      else gates.set(c.taskId, finish);
+    });
+  return {
+    handler,
+    open(ids: string[]) {
+      for (const id of ids) {
+        opened.add(id);
+        gates.get(id)?.();
+      }
+    },
+  };
+}
+
+interface Harness {
+  actor: Actor;
+  deps: OpenActorDeps;
+  messages: WorkerMessage[];
+  claims: string[][];
+  /** Resolves with the first message (past or future) matching. */
+  next(predicate: (m: WorkerMessage) => boolean, timeoutMs?: number): Promise<WorkerMessage>;
+  stop(): Promise<void>;
+}
+
+function startActor(handler: TaskHandler, concurrency: number, onMessage?: (m: WorkerMessage, actor: Actor) => void): Harness {
+  const c = ctx.config;
+  const settings: WorkerSettings = {
+    databaseUrl: c.databaseUrl,
+    redisUrl: c.redisUrl,
+    redisPrefix: c.redisPrefix,
+    confidenceThreshold: c.confidenceThreshold,
+    defaultTargetDocuments: c.defaultTargetDocuments,
+    leaseMs: 60_000,
+    concurrency,
+    popTimeoutSeconds: 0.2,
+  };
+  const workerId = `test-actor-${uuid().slice(0, 8)}`;
+  const deps = openActorDeps(workerId, settings);
+  const claims: string[][] = [];
+  const messages: WorkerMessage[] = [];
+  const waiters = new Set<{ predicate: (m: WorkerMessage) => boolean; resolve: (m: WorkerMessage) => void }>();
+  let actor!: Actor;
+  const port = {
+    send(m: WorkerMessage) {
+      messages.push(m);
+      onMessage?.(m, actor);
+      for (const w of [...waiters])
+        if (w.predicate(m)) {
+          waiters.delete(w);
+          w.resolve(m);
+        }
+    },
+  };
+  actor = new Actor(workerId, settings, handler, port, {
+    ...deps,
+    claim: (ids) => {
+      claims.push(ids);
+      return deps.claim(ids);
+    },
+  });
+  const running = actor.run();
+  return {
+    actor,
+    deps,
+    messages,
+    claims,
+    next(predicate, timeoutMs = 10_000) {
+      const past = messages.find(predicate);
+      if (past) return Promise.resolve(past);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(new Error(`no matching actor message within ${timeoutMs} ms; got ${JSON.stringify(messages.filter((m) => m.type !== "progress"))}`)),
+          timeoutMs,
+        );
+        waiters.add({ predicate, resolve: (m) => (clearTimeout(timer), resolve(m)) });
+      });
+    },
+    async stop() {
+      actor.handle({ type: "drain" });
+      await running;
+      await deps.close();
+    },
+  };
+}
+
+const isFor = (type: WorkerMessage["type"], taskId: string) => (m: WorkerMessage) => m.type === type && "taskId" in m && m.taskId === taskId;
+
+test("an actor never takes more ids than it has free slots, claims them in one statement, and writes endings ready together in one", async () => {
+  const ids = await enqueue(10);
+  const gate = gated();
+  const h = startActor(gate.handler, 4);
+  try {
+    const first = ids.slice(0, 4);
+    for (const id of first) await h.next(isFor("started", id));
+    // One priority-ordered take of exactly the free slots, one claim for the four.
+    expect(h.claims[0]).toEqual(first);
+    expect(h.actor.runningTasks().sort()).toEqual([...first].sort());
+    expect(await queued()).toBe(6);
+
+    gate.open(first);
+    for (const id of first) await h.next(isFor("completed", id));
+    // Durable before acknowledged: each row is completed (with its history row) once its message is out.
+    for (const id of first) expect((await row(id)).status).toBe("completed");
+    expect(await historyRows(first)).toBe(4);
+    // The four endings were ready at the same moment: one settle statement wrote them.
+    expect(h.deps.settleStats()).toEqual({ writes: 1, items: 4 });
+
+    gate.open(ids);
+    for (const id of ids) await h.next(isFor("completed", id));
+    expect(Math.max(...h.claims.map((c) => c.length))).toBeLessThanOrEqual(4);
+    expect(h.claims.flat().sort()).toEqual([...ids].sort());
+    expect(await queued()).toBe(0);
+  } finally {
+    await h.stop();
+  }
+});
+
+test("a batch whose rows lost their leases: those rows are skipped and nothing of them is written; the others commit", async () => {
+  const [kept, takenOver, cancelled] = await enqueue(3);
+  const gate = gated();
+  const h = startActor(gate.handler, 3);
+  try {
+    for (const id of [kept!, takenOver!, cancelled!]) await h.next(isFor("started", id));
+    // Another owner took one over (its lease token changed); the API cancelled another, and the actor was not told.
+    await db().execute(sql`update background_tasks set lease_token = gen_random_uuid() where task_id = ${takenOver!}`);
+    await requestCancel(db(), cancelled!);
+    gate.open([kept!, takenOver!, cancelled!]);
+    await h.next(isFor("completed", kept!));
+    expect(await h.next(isFor("released", takenOver!))).toMatchObject({ status: "unchanged", reason: "lease_lost" });
+    expect(await h.next(isFor("released", cancelled!))).toMatchObject({ status: "unchanged", reason: "lease_lost" });
+    expect(h.deps.settleStats()).toEqual({ writes: 1, items: 3 });
+    expect((await row(takenOver!)).status).toBe("running");
+    expect(await row(cancelled!)).toMatchObject({ status: "cancelled", result: null });
+    expect(await historyRows([takenOver!, cancelled!])).toBe(0);
+    expect(await historyRows([kept!])).toBe(1);
+  } finally {
+    await h.stop();
+  }
+});
+
+test("a cancel landing between claim and run: the handler never does any work, nothing is written, the slot is free again", async () => {
+  const [victim, other] = await enqueue(2);
+  const gate = gated();
+  let worked = 0;
+  const handler: TaskHandler = (c) => {
+    worked++;
+    return gate.handler(c);
+  };
+  // The supervisor relays the API's cancel the moment it hears the task was claimed.
+  const h = startActor(handler, 1, (m, actor) => {
+    if (m.type === "started" && m.taskId === victim) {
+      void requestCancel(db(), victim);
+      actor.handle({ type: "cancel", taskId: victim, reason: "cancelled" });
+    }
+  });
+  try {
+    await h.next(isFor("cancelled", victim!));
+    gate.open([other!]);
+    await h.next(isFor("completed", other!));
+    expect(await eventually(async () => ((await row(victim!)).status === "cancelled" ? true : undefined))).toBe(true);
+    expect(await historyRows([victim!])).toBe(0);
+    expect(worked).toBe(2); // called, but aborted before it could wait on anything
+    expect(h.deps.settleStats().items).toBe(1);
+  } finally {
+    await h.stop();
+  }
+});
+
+test("a cancel reaches inside PostgreSQL: the statement is cancelled at once, the backend stops running it, the slot is free again", async () => {
+  const [blocked, next] = await enqueue(2);
+  const gate = gated();
+  const handler: TaskHandler = (c) => (c.taskId === blocked ? pgSleep(c) : gate.handler(c));
+  const h = startActor(handler, 1);
+  const sleeping = async () =>
+    (
+      await db().execute<{ n: number }>(sql`
+      select count(*)::int as n from pg_stat_activity where state = 'active' and query like 'select pg_sleep(30)%'
+        and application_name like 'agentq-worker-test-actor%'`)
+    )[0]!.n;
+  try {
+    await h.next(isFor("started", blocked!));
+    await eventually(async () => ((await sleeping()) === 1 ? true : undefined), 5_000, "the statement to run");
+    const sent = performance.now();
+    await requestCancel(db(), blocked!);
+    h.actor.handle({ type: "cancel", taskId: blocked!, reason: "cancelled" });
+    await h.next(isFor("cancelled", blocked!));
+    const stoppedMs = performance.now() - sent;
+    await eventually(async () => ((await sleeping()) === 0 ? true : undefined), 1_000, "the backend to stop the statement");
+    const goneMs = performance.now() - sent;
+    expect(stoppedMs).toBeLessThan(1_000);
+    expect(goneMs).toBeLessThan(1_000);
+    gate.open([next!]);
+    await h.next(isFor("completed", next!));
+    console.log(`cancel inside PostgreSQL: actor stopped after ${stoppedMs.toFixed(1)} ms, backend idle after ${goneMs.toFixed(1)} ms`);
+  } finally {
+    await h.stop();
+  }
+});
+
+test("timeouts and failures end as the settle module says: timeout written by the actor, a throw is failed, a shutdown is handed back refunded", async () => {
+  const [slow, throwing, shut] = await enqueue(3);
+  const handler: TaskHandler = async (c) => {
+    if (c.taskId === throwing) throw new Error("handler broke");
+    return gated().handler(c); // never opened: only a stop ends it
+  };
+  const h = startActor(handler, 3);
+  try {
+    expect(await h.next(isFor("failed", throwing!), 3_000)).toMatchObject({ error: "handler broke" });
+    await h.next(isFor("started", slow!));
+    await h.next(isFor("started", shut!));
+    // As on SIGTERM: the actor stops taking tasks, then what still runs is stopped.
+    h.actor.handle({ type: "drain" });
+    h.actor.handle({ type: "cancel", taskId: slow!, reason: "timeout" });
+    h.actor.handle({ type: "cancel", taskId: shut!, reason: "shutdown" });
+    await h.next(isFor("timed_out", slow!));
+    expect(await h.next(isFor("released", shut!))).toMatchObject({ status: "pending", reason: "shutdown" });
+    expect(await row(slow!)).toMatchObject({ status: "timeout" });
+    expect(await row(throwing!)).toMatchObject({ status: "failed" });
+    expect(await row(shut!)).toMatchObject({ status: "pending", attempt: 0 });
+    // Handed back means queued again, at its place.
+    expect(await ctx.redis.zscore(queueKeys(ctx.config.redisPrefix).queue("medium"), shut!)).not.toBeNull();
+  } finally {
+    await ctx.redis.del(...queueKeys(ctx.config.redisPrefix).queues);
+    await h.stop();
+  }
+});
+
+test("a drain wakes an idle actor's blocking pop at once and it reports drained", async () => {
+  const h = startActor(gated().handler, 2);
+  await h.next((m) => m.type === "ready");
+  const asked = performance.now();
+  await h.stop();
+  expect(h.messages.at(-1)).toEqual({ type: "drained" });
+  expect(performance.now() - asked).toBeLessThan(1_000);
+});
