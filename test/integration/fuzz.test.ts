@@ -3,9 +3,12 @@
  * Requests are generated from the served OpenAPI document (so a new route is fuzzed without
  * touching this file): mostly well-formed values pointing at real rows, with random
  * mutations at every level (wrong types, out-of-range numbers, overlong and NUL-bearing
- * strings, missing required and unknown fields, junk path segments and query values). The
+ * strings, missing required and unknown fields, junk path segments and query values, values
+ * nested 1 to 50,000 levels deep, impossible calendar dates and extreme years). The
  * invariant: never a 5xx, and every error in the one error shape. The generator is seeded,
- * and a failure prints the request, so any finding can be replayed.
+ * and a failure prints the request, so any finding can be replayed. CI runs it in
+ * development and in production mode (NODE_ENV=production), where Elysia formats errors
+ * differently.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { createTestContext, type TestContext, type TestResponse } from "../helpers/app.ts";
@@ -59,6 +62,64 @@ const JUNK_SEGMENTS = ["x", "0", "-1", "null", "%00", "%2e%2e", "..", "%20", "%F
 // Webhook URLs never name a host to resolve: DNS answers would make the test depend on the network.
 const WEBHOOK_URLS = ["https://93.184.215.14/hook", "http://127.0.0.1:9/x", "https://10.0.0.1/", "https://[::1]/", "https://user:pw@93.184.215.14/", "ftp://93.184.215.14/", "https://93.184.215.14/\u0000"];
 
+/**
+ * A value nested `depth` levels deep. It stays a marker until the request is written, then
+ * becomes JSON text directly: JSON.stringify itself overflows the stack past ~40,000 levels.
+ */
+class Deep {
+  constructor(
+    readonly depth: number,
+    readonly shape: "arrays" | "objects" | "mixed",
+    readonly leaf: string,
+  ) {}
+  text(): string {
+    if (this.shape === "arrays") return "[".repeat(this.depth) + this.leaf + "]".repeat(this.depth);
+    if (this.shape === "objects") return '{"a":'.repeat(this.depth) + (this.leaf || "1") + "}".repeat(this.depth);
+    const half = Math.floor(this.depth / 2);
+    return '[{"a":'.repeat(half) + (this.depth % 2 ? `[${this.leaf}]` : this.leaf || "1") + "}]".repeat(half);
+  }
+}
+
+/** How often the depth and date mutators reached a request (the test asserts they did). */
+const exercised = { deeperThan64: 0, deepest: 0, impossibleDates: 0 };
+
+/** The depth mutator: around the limits (configs 32, bodies 64) and far past them, up to 50,000. */
+function deepValue(): Deep {
+  const depth = pick([1, 2, 3, 31, 32, 33, 63, 64, 65, 100, 1000, 5000, 20_000, 40_000, 50_000, int(1, 100), int(1, 50_000)]);
+  return new Deep(depth, pick(["arrays", "objects", "mixed"] as const), pick(["", "1", '"x"', "null", "{}"]));
+}
+
+/** JSON text of a generated value, Deep markers written out in place. */
+function toJson(value: unknown): string {
+  const deep: Deep[] = [];
+  const text = JSON.stringify(value, (_key, v: unknown) => (v instanceof Deep ? `__fuzz_deep_${deep.push(v) - 1}__` : v)) ?? "null";
+  for (const d of deep) {
+    if (d.depth > 64) exercised.deeperThan64++;
+    exercised.deepest = Math.max(exercised.deepest, d.depth);
+  }
+  return text.replace(/"__fuzz_deep_(\d+)__"/g, (_, i: string) => deep[Number(i)]!.text());
+}
+
+const daysIn = (year: number, month: number) => new Date(Date.UTC(year, month, 0)).getUTCDate();
+
+/** The date mutator: dates that pass a loose date-time check but are no calendar day, and years PostgreSQL or JavaScript cannot hold. */
+function impossibleDate(): string {
+  exercised.impossibleDates++;
+  const pad = (n: number, width = 2) => String(n).padStart(width, "0");
+  const time = pick(["T00:00:00Z", "T23:59:59.999999Z", "T12:00:00-23:59", "T12:00:00+16:00", "T12:00:00+15:59", "T24:00:00Z", "T23:59:60Z", " 10:00:00+05:30"]);
+  const year = pick([0, 1, 1900, 2000, 2023, 2024, 9999]);
+  const month = int(1, 12);
+  return pick([
+    () => `${pad(year, 4)}-${pad(month)}-${pad(daysIn(year || 4, month) + int(1, 31 - daysIn(year || 4, month) + 1))}${time}`,
+    () => `${pad(year, 4)}-02-${pick(["29", "30", "31"])}${time}`,
+    () => `${pad(year, 4)}-${pick(["00", "13", "99"])}-01${time}`,
+    () => `${pad(year, 4)}-${pad(month)}-00${time}`,
+    () => `0000-${pad(month)}-01${time}`,
+    () => `${pick(["+275760", "275760", "+010000", "-000001", "99999", "+999999"])}-${pad(month)}-01T00:00:00Z`,
+    () => `${pad(int(1, 9999), 4)}-${pad(month)}-${pad(int(1, daysIn(2001, month)))}${time}`,
+  ])();
+}
+
 let ctx: TestContext;
 const known = { version: "fuzz-1", nodes: [] as string[], agents: [] as string[], docs: [] as string[], tasks: [] as string[] };
 
@@ -93,7 +154,8 @@ function stringFor(name: string, schema: Schema): string {
   if (name === "webhook_url") return pick(WEBHOOK_URLS);
   if (schema.format === "uuid") return idFor(name);
   if (schema.pattern?.startsWith("^[A-Za-z0-9._-]")) return idFor(name);
-  if (schema.format === "date-time" || /date/.test(name)) return pick([new Date().toISOString(), "2026-01-01", "2026-13-45T99:00:00Z", "yesterday"]);
+  if (schema.format === "date-time" || /date/.test(name))
+    return chance(0.5) ? impossibleDate() : pick([new Date().toISOString(), "2026-01-01", "2026-13-45T99:00:00Z", "yesterday"]);
   const max = Math.min(schema.maxLength ?? 40, 40);
   const min = schema.minLength ?? 0;
   return pick(["fuzz", "machine learning", "ünïcødé", "a"]).padEnd(min, "x").slice(0, Math.max(min, max));
@@ -140,6 +202,8 @@ function generate(schema: Schema, name: string, depth = 0): unknown {
 }
 
 function mutate(schema: Schema, name: string): unknown {
+  if (chance(0.15)) return deepValue();
+  if (chance(0.05)) return impossibleDate();
   const boundary: unknown[] = [];
   if (schema.minimum !== undefined) boundary.push(schema.minimum - 1, schema.minimum - 0.5);
   if (schema.maximum !== undefined) boundary.push(schema.maximum + 1, schema.maximum + 0.5);
@@ -160,8 +224,9 @@ function queryString(parameters: NonNullable<Operation["parameters"]>): string {
   for (const p of parameters.filter((x) => x.in === "query")) {
     if (!p.required && chance(0.5)) continue;
     const value = generate(p.schema, p.name);
-    const text = typeof value === "string" ? value : JSON.stringify(value);
-    parts.push(`${encodeURIComponent(p.name)}=${encodeURIComponent(text ?? "")}`);
+    // A query string carries text: deep values there are kept to a length a URL can have.
+    const text = typeof value === "string" ? value : toJson(value instanceof Deep ? new Deep(Math.min(value.depth, 2000), value.shape, value.leaf) : value);
+    parts.push(`${encodeURIComponent(p.name)}=${encodeURIComponent(text)}`);
   }
   if (chance(0.1)) parts.push(`${pick(["unknown", "x", "__proto__"])}=${encodeURIComponent(String(pick(JUNK_VALUES)))}`);
   return parts.length ? `?${parts.join("&")}` : "";
@@ -198,19 +263,25 @@ test("every API operation answers generated and mutated requests without a 5xx, 
       const body = bodySchema ? generate(bodySchema, "body") : undefined;
       let res: TestResponse;
       try {
-        res = await ctx.request(method, path, body === undefined ? {} : { rawBody: JSON.stringify(body) ?? "null" });
+        res = await ctx.request(method, path, body === undefined ? {} : { rawBody: toJson(body) });
       } catch (error) {
-        findings.push(`${method} ${path} threw ${String(error)} body=${JSON.stringify(body)?.slice(0, 300)}`);
+        findings.push(`${method} ${path} threw ${String(error)} body=${toJson(body).slice(0, 300)}`);
         continue;
       }
       statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
       const shaped = typeof res.body?.error?.code === "string" && typeof res.body?.error?.message === "string";
       if (res.status >= 500 || (res.status >= 400 && !shaped))
-        findings.push(`${method} ${path} -> ${res.status} ${res.text.slice(0, 200)} body=${JSON.stringify(body)?.slice(0, 300)}`);
+        findings.push(`${method} ${path.slice(0, 300)} -> ${res.status} ${res.text.slice(0, 200)} body=${toJson(body).slice(0, 300)}`);
     }
   }
-  console.log(`fuzz (seed ${SEED}): ${ops.length} operations x ${REQUESTS_PER_OPERATION} requests; statuses ${JSON.stringify(Object.fromEntries([...statuses].sort()))}`);
+  console.log(
+    `fuzz (seed ${SEED}, NODE_ENV=${process.env.NODE_ENV}): ${ops.length} operations x ${REQUESTS_PER_OPERATION} requests; statuses ${JSON.stringify(Object.fromEntries([...statuses].sort()))}; mutators ${JSON.stringify(exercised)}`,
+  );
   expect(findings).toEqual([]);
+  // The depth and date mutators took part: values past the body limit, some in the tens of thousands, and impossible dates.
+  expect(exercised.deeperThan64).toBeGreaterThan(10);
+  expect(exercised.deepest).toBeGreaterThanOrEqual(20_000);
+  expect(exercised.impossibleDates).toBeGreaterThan(10);
   // The generator reaches the handlers, not only the validators.
   expect([...statuses.keys()].filter((s) => s < 300).length).toBeGreaterThan(1);
 }, 120_000);
