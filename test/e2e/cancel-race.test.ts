@@ -1,6 +1,6 @@
 /**
  * Cancels racing starts (invariants 2, 3 and 5): 500 tasks are enqueued while
- * two supervisor processes (4 threads of 8 tasks each) run them, and every one of them is
+ * two supervisor processes (4 threads of 4 tasks each) run them, and every one of them is
  * cancelled through the API a moment after it was enqueued, so the cancels land
  * on pending, just-claimed, running and already finished tasks. Right after each
  * DELETE answers, the task's row tells what the cancel met.
@@ -38,7 +38,7 @@ test("500 cancels racing 500 starts: cancelled-while-pending never runs, cancell
   // Production's shape: several tasks per thread, so claims and settles are batched under the race.
   const sups = await Promise.all(
     [0, 1].map(() =>
-      spawnSupervisor(ctx, { workers: 4, fixture: "scripted", env: { AGENTQ_WORKER_CONCURRENCY: "8" } }).then((p) => children.track(p)),
+      spawnSupervisor(ctx, { workers: 4, fixture: "scripted", env: { AGENTQ_WORKER_CONCURRENCY: "4" } }).then((p) => children.track(p)),
     ),
   );
   const agents = await mapLimit(Array.from({ length: AGENTS }), 8, (_, i) => corpus.agent({ mode: "slow", ms: [20, 40, 80][i % 3]! }));

@@ -232,7 +232,7 @@ async function refresh(priority: string): Promise<string> {
 }
 
 async function startSupervisor(): Promise<Child> {
-  supervisor = spawn("supervisor", ["bun", "src/cli/supervisor.ts", "--workers", "2"], {
+  supervisor = spawn("supervisor", ["bun", "src/cli/supervisor.ts", "--workers", "2", "--concurrency", "3"], {
     ...agentqEnv(),
     AGENTQ_SUPERVISOR_METRICS_PORT: String(supervisorPort),
   });
@@ -279,7 +279,8 @@ describe("a real Prometheus scraping agentq", () => {
     await expectValue(`agentq_task_wait_seconds_count{job="agentq-supervisor",priority="high"}`, 1);
     await expectValue(`agentq_task_run_seconds_count{job="agentq-supervisor",outcome="completed"}`, 3);
     await expectValue(`sum(agentq_tasks_finished_total{job="agentq-supervisor",outcome!="completed"})`, 0);
-    await expectValue(`agentq_workers{job="agentq-supervisor"}`, 2);
+    // Task slots: 2 threads x 3 tasks each (--concurrency 3).
+    await expectValue(`agentq_workers{job="agentq-supervisor"}`, 6);
     await expectValue(`agentq_workers_busy{job="agentq-supervisor"}`, 0);
     await expectValue(`agentq_worker_utilisation_ratio{job="agentq-supervisor"}`, 0);
     await expectValue(`sum(agentq_queue_depth{job="agentq-api"})`, 0);

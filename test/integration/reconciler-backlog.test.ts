@@ -159,8 +159,9 @@ test("3,000 queued pending tasks and one Redis never had: it is re-dispatched by
     );
     expect(found.report.redispatched).toBe(1);
     expect(await d.queuedAmong([{ taskId: missing, priority: "medium" }])).toEqual([true]);
-    // Found by the first pass that started after it went stale (or by the one running at that moment)...
-    expect(reconciler.passes.indexOf(found)).toBeLessThanOrEqual(firstFullPass);
+    // Found by the first pass that started after it went stale (or the one after it: the pass and
+    // PostgreSQL read "now" a few ms apart)...
+    expect(reconciler.passes.indexOf(found)).toBeLessThanOrEqual(firstFullPass + 1);
     // ...so within two reconcile periods (a period: the pause plus a pass).
     expect(latency).toBeLessThanOrEqual(2 * (ctx.config.reconcileEveryMs + longest));
   } finally {
