@@ -12,7 +12,7 @@ import { getTask } from "../../src/db/tasks/records.ts";
 import { insertTask, type NewTask } from "../../src/db/tasks/enqueue.ts";
 import { recordProgress, renewLeases } from "../../src/db/tasks/leases.ts";
 import { requestCancel } from "../../src/db/tasks/cancel.ts";
-import { requeueExpiredLeases, requeueTask, stalePendingTasks } from "../../src/db/tasks/recovery.ts";
+import { requeueExpiredLeases, stalePendingTasks } from "../../src/db/tasks/recovery.ts";
 import { listCoverageHistory } from "../../src/db/coverageHistory.ts";
 import { deleteExpired } from "../../src/db/retention.ts";
 import type { CoverageResult } from "../../src/coverage/meter.ts";
