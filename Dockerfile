@@ -12,6 +12,8 @@ RUN bun install --frozen-lockfile --production
 
 FROM oven/bun:1.4.5
 WORKDIR /app
+# Production mode (also set by `bun run api|supervisor|start`): Elysia reads NODE_ENV once,
+# when it loads, and only outside production pretty-prints every rejected value.
 ENV NODE_ENV=production
 COPY --from=deps /app/node_modules ./node_modules
 COPY package.json bun.lock tsconfig.json ./

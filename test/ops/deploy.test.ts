@@ -57,7 +57,8 @@ describe("docker-compose.yml", () => {
 
   test("sets only real agentq configuration variables", () => {
     for (const name of ["api", "supervisor"]) {
-      const unknown = Object.keys(services[name]!.environment ?? {}).filter((v) => !configVariables.has(v));
+      // NODE_ENV is read by Elysia, not by src/config.ts (test/ops/production-mode.test.ts checks it).
+      const unknown = Object.keys(services[name]!.environment ?? {}).filter((v) => !configVariables.has(v) && v !== "NODE_ENV");
       expect({ name, unknown }).toEqual({ name, unknown: [] });
     }
   });

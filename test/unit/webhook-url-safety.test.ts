@@ -140,6 +140,8 @@ describe("webhook URL safety", () => {
     // Every other address of ::/96 and ::/8, wherever it is, is refused.
     for (const address of ["::1:2", "::ffff", "::7fff:ffff", "0:0:0:0:0:1::", "0:0:0:1::", "00ff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"])
       expect({ address, refused: unsafeAddressReason(address) !== null }).toEqual({ address, refused: true });
+    // A zone id is no URL host, so it is classified as written.
+    expect(unsafeAddressReason("fe80::1%eth0")).toContain("link-local");
     // Just past ::/8 is ordinary address space again (0100::/64 is the discard prefix, refused by its own rule).
     expect(unsafeAddressReason("2001:4860:4860::8888")).toBeNull();
   });
