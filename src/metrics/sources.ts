@@ -1,32 +1,15 @@
 /**
- * Scrape-time reads of the shared state: queue depths and the oldest queued id from Redis,
+ * Scrape-time reads of the shared state: queue depths and the oldest queued id from Redis
+ * (src/queue/dispatch.ts, where every Redis operation lives),
  * overdue running tasks from PostgreSQL. Each is one cheap round trip; a failure is the
  * caller's (ScrapeGauge logs it and leaves the gauge out of that scrape).
  */
 import type Redis from "ioredis";
 import { sql } from "drizzle-orm";
 import type { Database } from "../db/client.ts";
-import { Dispatcher } from "../queue/dispatch.ts";
+import { Dispatcher, oldestQueuedAgeSeconds } from "../queue/dispatch.ts";
 import type { QueueKeys } from "../queue/keys.ts";
-import { PRIORITIES } from "../core/tasks.ts";
 import type { MetricSources } from "./registry.ts";
-
-/**
- * Seconds since the lowest score (enqueue time in ms) across the three queues, 0 when all are
- * empty. A retried task keeps its original score, so its age counts from its first enqueue.
- */
-export async function oldestQueuedAgeSeconds(redis: Redis, keys: QueueKeys, now = Date.now()): Promise<number> {
-  const pipeline = redis.pipeline();
-  for (const p of PRIORITIES) pipeline.zrange(keys.queue(p), "0", "0", "WITHSCORES");
-  const results = (await pipeline.exec()) ?? [];
-  let lowest = Number.POSITIVE_INFINITY;
-  for (const [error, value] of results) {
-    if (error) throw error;
-    const score = Number((value as string[])[1]);
-    if (Number.isFinite(score)) lowest = Math.min(lowest, score);
-  }
-  return Number.isFinite(lowest) ? Math.max(0, (now - lowest) / 1000) : 0;
-}
 
 /**
  * Running tasks past started_at + timeout_ms + the cancel grace: the supervisor should have

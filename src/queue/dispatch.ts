@@ -77,6 +77,23 @@ export async function popNext(
   return { taskId, priority: priorityOfQueue(keys, key) };
 }
 
+/**
+ * Seconds since the lowest score (enqueue time in ms) across the three queues, 0 when all are
+ * empty. A retried task keeps its original score, so its age counts from its first enqueue.
+ */
+export async function oldestQueuedAgeSeconds(redis: Redis, keys: QueueKeys, now = Date.now()): Promise<number> {
+  const pipeline = redis.pipeline();
+  for (const p of PRIORITIES) pipeline.zrange(keys.queue(p), "0", "0", "WITHSCORES");
+  const results = (await pipeline.exec()) ?? [];
+  let lowest = Number.POSITIVE_INFINITY;
+  for (const [error, value] of results) {
+    if (error) throw error;
+    const score = Number((value as string[])[1]);
+    if (Number.isFinite(score)) lowest = Math.min(lowest, score);
+  }
+  return Number.isFinite(lowest) ? Math.max(0, (now - lowest) / 1000) : 0;
+}
+
 async function execOrThrow(pipeline: ReturnType<Redis["pipeline"]>): Promise<unknown[]> {
   const results = (await pipeline.exec()) ?? [];
   return results.map(([error, value]) => {

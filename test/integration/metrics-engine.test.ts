@@ -17,7 +17,8 @@ import { queueKeys } from "../../src/queue/keys.ts";
 import { claimTask } from "../../src/db/tasks/claims.ts";
 import { insertTask } from "../../src/db/tasks/enqueue.ts";
 import { requestCancel } from "../../src/db/tasks/cancel.ts";
-import { countOverdueTasks, oldestQueuedAgeSeconds } from "../../src/metrics/sources.ts";
+import { countOverdueTasks } from "../../src/metrics/sources.ts";
+import { oldestQueuedAgeSeconds } from "../../src/queue/dispatch.ts";
 
 const TIMEOUT_MS = 1500;
 let ctx: TestContext;
