@@ -20,7 +20,7 @@ const BENCHMARKS: Record<string, BenchmarkEntry> = {
     load: () => import("./coverage.ts"),
   },
   engine: {
-    summary: "task engine (supervisor + worker threads, PostgreSQL + Redis) against BullMQ: throughput, pickup and cancel latency",
+    summary: "task engine (supervisor + worker threads, PostgreSQL + Redis) against BullMQ and Graphile Worker: burn-down, end to end over HTTP, CPU per task, pickup and cancel latency",
     load: () => import("./engine.ts"),
   },
   webhooks: {
