@@ -9,7 +9,7 @@ import { sql } from "drizzle-orm";
 import { createTestContext, type TestContext } from "../helpers/app.ts";
 import { FAST_ENGINE, eventually } from "../helpers/engine.ts";
 import { postAgent, postTaxonomy, uuid } from "../helpers/fixtures.ts";
-import { Actor } from "../../workers/actor.ts";
+import { Actor, type ActorDeps } from "../../workers/actor.ts";
 import { openActorDeps, type OpenActorDeps } from "../../workers/actorDeps.ts";
 import type { TaskHandler } from "../../workers/handlers/types.ts";
 import type { WorkerMessage, WorkerSettings } from "../../src/protocol/messages.ts";
@@ -93,7 +93,12 @@ interface Harness {
   stop(): Promise<void>;
 }
 
-function startActor(handler: TaskHandler, concurrency: number, onMessage?: (m: WorkerMessage, actor: Actor) => void): Harness {
+function startActor(
+  handler: TaskHandler,
+  concurrency: number,
+  onMessage?: (m: WorkerMessage, actor: Actor) => void,
+  override: (deps: OpenActorDeps) => Partial<ActorDeps> = () => ({}),
+): Harness {
   const c = ctx.config;
   const settings: WorkerSettings = {
     databaseUrl: c.databaseUrl,
@@ -128,6 +133,7 @@ function startActor(handler: TaskHandler, concurrency: number, onMessage?: (m: W
       claims.push(ids);
       return deps.claim(ids);
     },
+    ...override(deps),
   });
   const running = actor.run();
   return {
@@ -303,4 +309,81 @@ test("a drain wakes an idle actor's blocking pop at once and it reports drained"
   await h.stop();
   expect(h.messages.at(-1)).toEqual({ type: "drained" });
   expect(performance.now() - asked).toBeLessThan(1_000);
+});
+
+/** Fails the first call of `f` with `error`, then behaves as `f`. */
+function failOnce<A extends unknown[], R>(f: (...a: A) => Promise<R>, error: Error): (...a: A) => Promise<R> {
+  let failed = false;
+  return (...a) => {
+    if (failed) return f(...a);
+    failed = true;
+    return Promise.reject(error);
+  };
+}
+
+const connectionReset = () => Object.assign(new Error("fixture: connection reset"), { code: "ECONNRESET" });
+
+test("Redis and PostgreSQL failures around a task: a failed pop, claim or settle is retried or left to the reconciler; the actor goes on", async () => {
+  const [first, second] = await enqueue(2);
+  const gate = gated();
+  let lost = 0;
+  const h = startActor(gate.handler, 1, undefined, (deps) => ({
+    take: failOnce(deps.take, new Error("fixture: redis down")),
+    claim: failOnce(deps.claim, connectionReset()),
+    settle: failOnce(deps.settle, connectionReset()),
+    connectionLost: () => {
+      lost++;
+      deps.connectionLost();
+    },
+  }));
+  try {
+    // The failed claim lost its ids (they left Redis): the reconciler's job; put them back as it would.
+    await h.next((m) => m.type === "log" && m.msg.startsWith("claim failed"));
+    await h.next((m) => m.type === "log" && m.msg.startsWith("redis pop failed"));
+    const d = new (await import("../../src/queue/dispatch.ts")).Dispatcher(ctx.redis, queueKeys(ctx.config.redisPrefix));
+    await d.dispatch([first!, second!].map((taskId) => ({ taskId, priority: "medium" as const, score: Date.now() })));
+    const startedId = ((await h.next((m) => m.type === "started")) as { taskId: string }).taskId;
+    gate.open([first!, second!]);
+    // Its settle failed: released, unwritten; the lease lapses and the reconciler retries it.
+    expect(await h.next(isFor("released", startedId))).toMatchObject({ status: "unchanged", reason: "bookkeeping_failed" });
+    expect((await row(startedId)).status).toBe("running");
+    const other = startedId === first ? second! : first!;
+    await h.next(isFor("completed", other));
+    expect(lost).toBe(2); // the claim's and the settle's lost connections replaced the pool
+  } finally {
+    await h.stop();
+  }
+});
+
+test("progress only rises (the supervisor hears each step); a lost connection under the task is a retry, and out of attempts it is failed", async () => {
+  const [task] = await enqueue(1);
+  await db().execute(sql`update background_tasks set max_attempts = 1 where task_id = ${task!}`);
+  const handler: TaskHandler = async (c) => {
+    await c.progress(20);
+    await c.progress(10); // not higher: ignored
+    await Bun.sleep(120);
+    await c.progress(60);
+    throw connectionReset();
+  };
+  const h = startActor(handler, 1);
+  try {
+    expect(await h.next(isFor("released", task!))).toMatchObject({ status: "failed", reason: "connection_lost" });
+    expect(h.messages.filter((m) => m.type === "progress").map((m) => (m as { percent: number }).percent)).toEqual([20, 60]);
+    const [r] = await db().execute<{ status: string; error: string; progress_percentage: number }>(
+      sql`select status, error, progress_percentage from background_tasks where task_id = ${task!}`,
+    );
+    expect(r).toMatchObject({ status: "failed", error: "gave up after attempts: database connection lost: fixture: connection reset" });
+  } finally {
+    await h.stop();
+  }
+});
+
+test("init is ignored once running, and a cancel of a task it does not run changes nothing", async () => {
+  const h = startActor(gated().handler, 1);
+  await h.next((m) => m.type === "ready");
+  h.actor.handle({ type: "init", workerId: "again", settings: {} as WorkerSettings });
+  h.actor.handle({ type: "cancel", taskId: "agent-coverage-unknown", reason: "cancelled" });
+  expect(h.actor.runningTasks()).toEqual([]);
+  await h.stop();
+  expect(h.messages.filter((m) => m.type === "ready")).toHaveLength(1);
 });

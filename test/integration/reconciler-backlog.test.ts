@@ -161,7 +161,8 @@ test("3,000 queued pending tasks and one Redis never had: it is re-dispatched by
     expect(await d.queuedAmong([{ taskId: missing, priority: "medium" }])).toEqual([true]);
     // Found by the first pass that started after it went stale (or the one after it: the pass and
     // PostgreSQL read "now" a few ms apart)...
-    expect(reconciler.passes.indexOf(found)).toBeLessThanOrEqual(firstFullPass + 1);
+    // (No pass had started after it by the JS clock: the one that found it was running at that moment.)
+    expect(firstFullPass === -1 || reconciler.passes.indexOf(found) <= firstFullPass + 1).toBe(true);
     // ...so within two reconcile periods (a period: the pause plus a pass).
     expect(latency).toBeLessThanOrEqual(2 * (ctx.config.reconcileEveryMs + longest));
   } finally {
