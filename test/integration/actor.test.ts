@@ -252,6 +252,7 @@ test("a cancel reaches inside PostgreSQL: the statement is cancelled at once, th
     (
       await db().execute<{ n: number }>(sql`
       select count(*)::int as n from pg_stat_activity where state = 'active' and query like 'select pg_sleep(30)%'
+      and datname = current_database()
         and application_name like 'agentq-worker-test-actor%'`)
     )[0]!.n;
   try {

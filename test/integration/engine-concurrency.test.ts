@@ -35,7 +35,8 @@ const started = (taskId: string) => (e: SupervisorEvent) => e.type === "task_sta
 const sleepingBackends = async () =>
   (
     await ctx.database.db.execute<{ n: number }>(sql`
-    select count(*)::int as n from pg_stat_activity where state = 'active' and query like 'select pg_sleep(30)%'`)
+    select count(*)::int as n from pg_stat_activity where state = 'active' and query like 'select pg_sleep(30)%'
+      and datname = current_database()`)
   )[0]!.n;
 
 test("DELETE of a task blocked inside a PostgreSQL statement: cancelled at once, its statement cancelled, no thread terminated", async () => {
@@ -54,6 +55,7 @@ test("DELETE of a task blocked inside a PostgreSQL statement: cancelled at once,
     expect(done).toMatchObject({ outcome: "cancelled" });
     expect((done as { workerId: string }).workerId).not.toBe("supervisor");
     expect(stoppedMs).toBeLessThan(FAST_ENGINE.cancelGraceMs!);
+    // The statement was cancelled, not abandoned: the backend is no longer running it.
     expect(await sleepingBackends()).toBe(0);
     expect(engine.events.some((e) => e.type === "worker_replaced")).toBe(false);
     // The slot is free: the next task runs on the same thread.
