@@ -205,7 +205,18 @@ interface Machine {
   bullmq: string;
   graphile: string;
   graphileSchema: string;
+  /** The commit of src/ and workers/ measured, and whether they had uncommitted changes. */
+  commit: string;
   date: string;
+}
+
+function engineCommit(): string {
+  const root = fileURLToPath(new URL("..", import.meta.url));
+  const git = (...args: string[]) => Bun.spawnSync(["git", "-C", root, ...args]);
+  const head = git("rev-parse", "--short", "HEAD");
+  if (head.exitCode !== 0) return "unknown (not a git checkout)";
+  const dirty = git("status", "--porcelain", "--", "src", "workers").stdout.toString().trim() !== "";
+  return `${head.stdout.toString().trim()}${dirty ? " with uncommitted changes in src/ or workers/" : ""}`;
 }
 
 /** One system's burn-down, as reported (its median round, with every round's rate). */
@@ -326,6 +337,7 @@ async function machineFacts(q: Agentq, graphileSchema: string): Promise<Machine>
     bullmq: version("bullmq"),
     graphile: version("graphile-worker"),
     graphileSchema,
+    commit: engineCommit(),
     date: new Date().toISOString(),
   };
 }
@@ -572,7 +584,7 @@ function docsSection(r: Results): string {
     "it counts when its row is `completed` in PostgreSQL (the actor reports after the commit; the rows are checked).",
     "The peers run no-op jobs.",
     "",
-    `This run: \`bun run bench engine${r.args.length > 0 ? ` ${r.args.join(" ")}` : ""}\`.` +
+    `This run: \`bun run bench engine${r.args.length > 0 ? ` ${r.args.join(" ")}` : ""}\` on commit ${machine.commit}.` +
       (opts.profile ? " `--profile` samples pg_stat_activity every 10 ms during the burn-downs (a few % of one core)." : ""),
     "",
     "Targets (issue 9):",
@@ -921,6 +933,7 @@ export async function run(args: string[]): Promise<number> {
       `machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memory}; Bun ${machine.bun}; PostgreSQL ${machine.postgres}; Redis ${machine.redis}; BullMQ ${machine.bullmq}; Graphile Worker ${machine.graphile}; ${machine.date}`,
     );
     console.log(`postgres: ${machine.pgSettings}; redis persistence: ${machine.redisPersistence}`);
+    console.log(`engine under test: commit ${machine.commit}`);
     console.log(`whole run: ${fmtMs(now() - started)}`);
     const all = SCENARIOS.every((s) => opts.only.has(s));
     if (opts.writeDocs && all) {
