@@ -214,9 +214,16 @@ export const backgroundTasks = pgTable(
      */
     dedupe: boolean("dedupe").notNull().default(true),
     updatedAt: tstz("updated_at").notNull().defaultNow(),
+    /** The task this one retries (POST /tasks/{id}/retry); unique: a task is retried at most once. */
+    retryOf: text("retry_of"),
+    /** The schedule that enqueued this task, if any. */
+    scheduleId: uuid("schedule_id"),
   },
   (t) => [
     index("background_tasks_agent_id_idx").on(t.agentId),
+    uniqueIndex("background_tasks_retry_of_key").on(t.retryOf),
+    // The task list pages newest first with a (created_at, task_id) keyset cursor.
+    index("background_tasks_created_task_idx").on(t.createdAt.desc(), t.taskId.desc()),
     index("background_tasks_status_idx").on(t.status),
     index("background_tasks_created_at_idx").on(t.createdAt.desc()),
     index("background_tasks_agent_status_idx").on(t.agentId, t.status),
@@ -249,6 +256,40 @@ export const backgroundTasks = pgTable(
     check("background_tasks_attempt_range", sql`${t.attempt} >= 0 and ${t.maxAttempts} >= 1`),
     check("background_tasks_webhook_retry_nonnegative", sql`${t.webhookRetryCount} >= 0`),
     check("background_tasks_timeout_positive", sql`${t.timeoutMs} > 0`),
+  ],
+);
+
+/**
+ * One refresh schedule per agent: a cron expression (with its time zone) or a fixed interval.
+ * Supervisors enqueue each due slot exactly once with a compare-and-set on next_run_at.
+ */
+export const agentSchedules = pgTable(
+  "agent_schedules",
+  {
+    scheduleId: uuid("schedule_id").primaryKey().defaultRandom(),
+    agentId: uuid("agent_id")
+      .notNull()
+      .unique("agent_schedules_agent_id_key")
+      .references(() => agents.agentId, { onDelete: "cascade" }),
+    cron: text("cron"),
+    everySeconds: integer("every_seconds"),
+    timezone: text("timezone").notNull().default("UTC"),
+    priority: text("priority").notNull().default("medium"),
+    webhookUrl: text("webhook_url"),
+    enabled: boolean("enabled").notNull().default(true),
+    nextRunAt: tstz("next_run_at"),
+    lastRunAt: tstz("last_run_at"),
+    createdAt: tstz("created_at").notNull().defaultNow(),
+    updatedAt: tstz("updated_at").notNull().defaultNow(),
+  },
+  (t) => [
+    // The due-slot scan: enabled schedules by next_run_at.
+    index("agent_schedules_due_idx")
+      .on(t.nextRunAt)
+      .where(sql`${t.enabled}`),
+    check("agent_schedules_one_kind", sql`(${t.cron} is null) <> (${t.everySeconds} is null)`),
+    check("agent_schedules_every_positive", sql`${t.everySeconds} is null or ${t.everySeconds} >= 1`),
+    check("agent_schedules_priority_values", sql`${t.priority} in ('high', 'medium', 'low')`),
   ],
 );
 

@@ -190,7 +190,7 @@ export function createMetrics(sources: MetricSources = {}, options: MetricsOptio
     }),
     workerBusySeconds: new Counter({
       name: "agentq_worker_busy_seconds_total",
-      help: "Seconds worker threads spent running tasks; rate() over agentq_workers is utilisation.",
+      help: "Task-seconds spent running tasks (each running task adds its time); rate() over agentq_workers is utilisation.",
       registers,
       collect() {
         sources.accrueBusySeconds?.();
@@ -239,7 +239,7 @@ export function createMetrics(sources: MetricSources = {}, options: MetricsOptio
       onError,
     ),
     workers: new ScrapeGauge(
-      { name: "agentq_workers", help: "Live worker threads of this supervisor.", registers },
+      { name: "agentq_workers", help: "Task slots of this supervisor: live worker threads x tasks per thread (--concurrency).", registers },
       (g) => {
         if (!sources.workers) return false;
         g.set(sources.workers().total);
@@ -248,7 +248,7 @@ export function createMetrics(sources: MetricSources = {}, options: MetricsOptio
       onError,
     ),
     workersBusy: new ScrapeGauge(
-      { name: "agentq_workers_busy", help: "Worker threads of this supervisor running a task.", registers },
+      { name: "agentq_workers_busy", help: "Tasks this supervisor is running (busy task slots).", registers },
       (g) => {
         if (!sources.workers) return false;
         g.set(sources.workers().busy);
@@ -257,7 +257,7 @@ export function createMetrics(sources: MetricSources = {}, options: MetricsOptio
       onError,
     ),
     workerUtilisation: new ScrapeGauge(
-      { name: "agentq_worker_utilisation_ratio", help: "Busy worker threads / live worker threads of this supervisor (0 when it has none).", registers },
+      { name: "agentq_worker_utilisation_ratio", help: "Busy task slots / task slots of this supervisor (0 when it has none).", registers },
       (g) => {
         if (!sources.workers) return false;
         const { busy, total } = sources.workers();

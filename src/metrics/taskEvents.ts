@@ -72,9 +72,9 @@ export class TaskTelemetry {
     this.log("warn", "recovered", { ...task, reason: "redispatched" });
   }
 
-  /** Handed back unfinished on shutdown (attempt refunded): not a failure, not counted. */
-  handedBack(task: TaskRef & { duration_ms?: number }) {
-    this.log("info", "handed_back", { ...task, reason: "shutdown" });
+  /** Handed back unfinished (attempt refunded): on shutdown, or because its thread was terminated for a sibling; not a failure, not counted. */
+  handedBack(task: TaskRef & { duration_ms?: number; reason?: string }) {
+    this.log("info", "handed_back", { reason: "shutdown", ...task });
   }
 
   /** No longer this worker's, and nothing written (its lease was lost): the new owner decides. */

@@ -11,7 +11,10 @@ export interface TaskContext {
   attempt: number;
   database: Database;
   settings: WorkerSettings;
-  /** Fires when the supervisor asks this task to stop (cancel, timeout, shutdown). */
+  /**
+   * Fires when the supervisor asks this task to stop (cancel, timeout, shutdown, lost lease). Pass it to
+   * every statement (`queryPrepared(db, query, { signal })`) so that aborting cancels the statement in PostgreSQL.
+   */
   signal: AbortSignal;
   progress(percent: number): Promise<void>;
 }
