@@ -18,6 +18,7 @@ import type { Popped } from "../src/queue/pop.ts";
 import { endingFor, type Ending, type Stop, type StopReason } from "../src/core/settle.ts";
 import { assertNever, type SupervisorMessage, type WorkerMessage, type WorkerSettings } from "../src/protocol/messages.ts";
 import type { TaskHandler } from "./handlers/types.ts";
+import type { CoverageResult } from "../src/coverage/meter.ts";
 import { isTransientDbError } from "../src/db/errors.ts";
 
 /** Progress reaches PostgreSQL at most this often per task (the supervisor hears every step). */
@@ -41,6 +42,8 @@ export interface ActorDeps {
   /** Group-committed ending (src/tasks/settleBatcher.ts): what was written, or null (nothing). */
   settle(taskId: string, leaseToken: string, ending: Ending): Promise<Settled | null>;
   progress(taskId: string, leaseToken: string, percent: number): Promise<void>;
+  /** Small-scope coverage, batched with the actor's other tasks (src/coverage/batchMeter.ts). */
+  measureSmallScope(scope: Claim["agent"], signal: AbortSignal): Promise<CoverageResult | null>;
   /** Puts a task that went back to pending into its queue again. */
   redispatch(task: Settled): Promise<void>;
   /** A run time, for the API's completion estimates. */
@@ -218,6 +221,7 @@ export class Actor {
         database: this.deps.database(),
         settings: this.settings,
         signal,
+        measureSmallScope: () => this.deps.measureSmallScope(claim.agent, signal),
         progress: async (percent) => {
           if (percent <= lastPercent) return;
           lastPercent = percent;

@@ -13,12 +13,15 @@ import { TaskPopper } from "../src/queue/pop.ts";
 import { Dispatcher } from "../src/queue/dispatch.ts";
 import { RuntimeSamples } from "../src/queue/runtimeSamples.ts";
 import { SettleBatcher } from "../src/tasks/settleBatcher.ts";
+import { CoverageBatcher } from "../src/coverage/batchMeter.ts";
 import type { WorkerSettings } from "../src/protocol/messages.ts";
 import type { ActorDeps } from "./actor.ts";
 
 export interface OpenActorDeps extends ActorDeps {
   /** Settle statements issued and endings written (group commit), for tests and benchmarks. */
   settleStats(): { writes: number; items: number };
+  /** Batched small-scope measurements: statements issued and scopes measured. */
+  measureStats(): { writes: number; items: number };
   close(): Promise<void>;
 }
 
@@ -34,6 +37,10 @@ export function openActorDeps(workerId: string, settings: WorkerSettings): OpenA
   const dispatcher = new Dispatcher(redis, keys);
   const samples = new RuntimeSamples(redis, keys);
   const settler = new SettleBatcher(() => database.db);
+  const meter = new CoverageBatcher(() => database.db, {
+    confidenceThreshold: settings.confidenceThreshold,
+    defaultTargetDocuments: settings.defaultTargetDocuments,
+  });
   return {
     take: (n) => popper.take(n),
     waitForOne: (timeoutSeconds) => popper.waitForOne(timeoutSeconds),
@@ -41,10 +48,12 @@ export function openActorDeps(workerId: string, settings: WorkerSettings): OpenA
     claim: (ids) => claimTasks(database.db, ids, workerId, settings.leaseMs),
     settle: (taskId, leaseToken, ending) => settler.settle({ taskId, leaseToken, ending }),
     progress: async (taskId, leaseToken, percent) => void (await recordProgress(database.db, taskId, leaseToken, percent)),
+    measureSmallScope: (scope, signal) => meter.measure(scope, signal),
     redispatch: (t) => dispatcher.dispatch([{ taskId: t.taskId, priority: t.priority, score: Date.parse(t.createdAt) }]),
     recordRuntime: (ms) => samples.add(ms),
     database: () => database,
     settleStats: () => ({ ...settler.stats }),
+    measureStats: () => ({ ...meter.stats }),
     /**
      * After a lost connection the pool is replaced before its next use. postgres.js 3.4.9 as
      * published can leave a connection whose backend died unable to send anything again;

@@ -8,6 +8,7 @@ import { postAgent, postDocument, postTaxonomy, uuid } from "../helpers/fixtures
 import { measureCoverage } from "../../src/coverage/meter.ts";
 import { measureCoverageInSteps, MAX_BATCHES } from "../../src/coverage/stepwise.ts";
 import { requireAgent, type AgentView } from "../../src/db/agents.ts";
+import { CoverageBatcher, measureSmallScopes } from "../../src/coverage/batchMeter.ts";
 import { coverageRefresh } from "../../workers/handlers/coverageRefresh.ts";
 
 let ctx: TestContext;
@@ -71,8 +72,10 @@ test("stops at the next step once its signal is aborted", async () => {
   expect(seen).toHaveLength(2);
 });
 
-test("the coverage_refresh handler measures the task's agent", async () => {
+test("the coverage_refresh handler measures the task's agent, step by step when its scope is large", async () => {
   const progress: number[] = [];
+  const batcher = new CoverageBatcher(() => ctx.database.db, settings);
+  const signal = new AbortController().signal;
   const result = await coverageRefresh({
     taskId: "t",
     agentId: agent.agent_id,
@@ -88,11 +91,49 @@ test("the coverage_refresh handler measures the task's agent", async () => {
     popTimeoutSeconds: 1,
       ...settings,
     },
-    signal: new AbortController().signal,
+    signal,
     progress: async (p) => void progress.push(p),
+    measureSmallScope: () => batcher.measure(agent, signal),
   });
   expect(withoutTime(result)).toEqual(withoutTime(await measureCoverage(ctx.database.db, agent, settings)));
+  // The root's scope is large: the batched path declined it, the stepwise one reported progress.
+  expect(batcher.stats.items).toBe(1);
   expect(progress.length).toBeGreaterThan(0);
+});
+
+test("the batched meter measures many small scopes in one statement, exactly as the one-statement meter does", async () => {
+  const scopes = [
+    { ...agent, taxonomy_node_ids: children.slice(0, 3) },
+    { ...agent, taxonomy_node_ids: [children[0]!] },
+    { ...agent, taxonomy_node_ids: children.slice(0, 3) }, // the same scope twice in one batch
+    agent, // large: declined
+    { ...agent, taxonomy_node_ids: [uuid()] }, // a node without documents or children
+  ];
+  const batched = await measureSmallScopes(ctx.database.db, scopes, settings);
+  for (const [i, scope] of scopes.entries()) {
+    if (scope === agent) expect(batched[i]).toBeNull();
+    else expect(withoutTime(batched[i]!)).toEqual(withoutTime(await measureCoverage(ctx.database.db, scope, settings)));
+  }
+  // Asked for together while a statement is in flight: one statement for the rest.
+  const batcher = new CoverageBatcher(() => ctx.database.db, settings);
+  const all = await Promise.all(scopes.map((s) => batcher.measure(s)));
+  expect(all.map((r) => (r ? withoutTime(r) : null))).toEqual(batched.map((r) => (r ? withoutTime(r) : null)));
+  expect(batcher.stats).toEqual({ writes: 1, items: scopes.length });
+});
+
+test("a task aborted while its batched measurement runs stops waiting at once; the statement is cancelled only when every waiter is gone", async () => {
+  const batcher = new CoverageBatcher(() => ctx.database.db, settings);
+  const a = new AbortController();
+  const b = new AbortController();
+  const small = { ...agent, taxonomy_node_ids: [children[0]!] };
+  const first = batcher.measure(small, a.signal);
+  const second = batcher.measure(small, b.signal);
+  a.abort("cancelled");
+  await expect(first).rejects.toBe("cancelled");
+  expect(withoutTime((await second)!)).toEqual(withoutTime(await measureCoverage(ctx.database.db, small, settings)));
+  const c = new AbortController();
+  c.abort("timeout");
+  expect(() => batcher.measure(small, c.signal)).toThrow();
 });
 
 test("a small scope is measured in one statement after the scope walk, with the same result", async () => {

@@ -17,6 +17,12 @@ export interface TaskContext {
    */
   signal: AbortSignal;
   progress(percent: number): Promise<void>;
+  /**
+   * The agent's coverage measured together with the other tasks' small scopes asked for at the
+   * same moment (one statement for all: src/coverage/batchMeter.ts), or null when its scope is
+   * too large for that path. Rejects at once when `signal` fires.
+   */
+  measureSmallScope(): Promise<CoverageResult | null>;
 }
 
 export type TaskHandler = (ctx: TaskContext) => Promise<CoverageResult>;
