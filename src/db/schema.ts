@@ -220,12 +220,15 @@ export const backgroundTasks = pgTable(
     scheduleId: uuid("schedule_id"),
   },
   (t) => [
-    index("background_tasks_agent_id_idx").on(t.agentId),
-    uniqueIndex("background_tasks_retry_of_key").on(t.retryOf),
+    // Partial: the tasks that are no retry (nearly all) have no entry to write at each status change.
+    uniqueIndex("background_tasks_retry_of_key")
+      .on(t.retryOf)
+      .where(sql`${t.retryOf} is not null`),
     // The task list pages newest first with a (created_at, task_id) keyset cursor.
     index("background_tasks_created_task_idx").on(t.createdAt.desc(), t.taskId.desc()),
-    index("background_tasks_status_idx").on(t.status),
-    index("background_tasks_created_at_idx").on(t.createdAt.desc()),
+    // No index on status, agent_id or created_at alone: (status, completed_at), (agent_id, status)
+    // and (created_at, task_id) serve those lookups, and every index costs each task's two
+    // status changes (claim, end) an entry of its own: the engine's largest cost per task.
     index("background_tasks_agent_status_idx").on(t.agentId, t.status),
     // At most one unforced pending refresh per agent: concurrent requests converge on one task.
     uniqueIndex("background_tasks_one_pending_per_agent")
@@ -236,7 +239,10 @@ export const backgroundTasks = pgTable(
       .on(t.leaseExpiresAt)
       .where(sql`${t.status} = 'running'`),
     // The reconciler and the retention job look at pending and at finished tasks by time.
-    index("background_tasks_status_completed_idx").on(t.status, t.completedAt),
+    // Partial on the terminal statuses: a pending or running task writes no entry here.
+    index("background_tasks_status_completed_idx")
+      .on(t.status, t.completedAt)
+      .where(sql`${t.status} in ('completed', 'failed', 'cancelled', 'timeout')`),
     // The reconciler pages through pending tasks oldest first with a (created_at, task_id) keyset
     // cursor: each page is an index range read, never a sort of every pending task. created_at
     // never changes, so this index does not stop progress writes from being HOT updates.

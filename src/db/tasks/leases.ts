@@ -4,6 +4,7 @@
 import { sql } from "drizzle-orm";
 import type { DbOrTx } from "../client.ts";
 import { queryPrepared } from "../prepared.ts";
+import { toPgArray } from "../taxonomy.ts";
 
 export async function recordProgress(db: DbOrTx, taskId: string, leaseToken: string, percent: number): Promise<boolean> {
   const rows = await queryPrepared(
@@ -35,7 +36,8 @@ export async function renewLeases(
     set lease_expires_at = now() + ${leaseMs}::int * interval '1 millisecond'
     from jsonb_to_recordset(${JSON.stringify(leases.map((l) => ({ task_id: l.taskId, lease_token: l.leaseToken })))}::jsonb)
          as x(task_id text, lease_token uuid)
-    where t.task_id = x.task_id and t.lease_token = x.lease_token and t.status = 'running'
+    where t.task_id = any(${toPgArray(leases.map((l) => l.taskId))}::text[])
+      and t.task_id = x.task_id and t.lease_token = x.lease_token and t.status = 'running'
     returning t.lease_token`,
   );
   return { renewedTokens: rows.map((r) => r.lease_token) };

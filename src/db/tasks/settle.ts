@@ -14,6 +14,7 @@ import type { Priority, TaskStatus } from "../../core/tasks.ts";
 import type { Ending } from "../../core/settle.ts";
 import { queryPrepared } from "../prepared.ts";
 import { toIso } from "../values.ts";
+import { toPgArray } from "../taxonomy.ts";
 
 export interface Settling {
   taskId: string;
@@ -100,7 +101,9 @@ export async function settleTasks(db: DbOrTx, batch: readonly Settling[]): Promi
     ended as (
       update background_tasks t set ${endingAssignments()}
       from input i
-      where t.task_id = i.task_id and t.status = 'running' and t.lease_token = i.lease_token
+      -- The id list lets the planner fetch the rows by primary key (it cannot see into the jsonb).
+      where t.task_id = any(${toPgArray(batch.map((b) => b.taskId))}::text[])
+        and t.task_id = i.task_id and t.status = 'running' and t.lease_token = i.lease_token
       returning t.task_id, t.agent_id, i.lease_token, t.status, t.priority, t.created_at, t.attempt, t.error,
         i.overall_coverage, i.total_documents, i.total_chunks, i.version, i.calculated_at
     ),
