@@ -14,8 +14,10 @@ import { taxonomyRoutes } from "./taxonomies/index.ts";
 import { documentRoutes } from "./documents/index.ts";
 import { agentRoutes } from "./agents/index.ts";
 import { taskRoutes } from "./tasks/index.ts";
+import { scheduleRoutes } from "./schedules/index.ts";
 import { createMetrics } from "../metrics/registry.ts";
 import { httpTelemetry } from "../metrics/http.ts";
+import { swaggerUi } from "../dashboard/swaggerUi.ts";
 
 export const API_PREFIX = "/api/v1";
 
@@ -96,7 +98,8 @@ export function createApp(appDeps: AppDeps) {
     .use(taxonomyRoutes(deps))
     .use(documentRoutes(deps))
     .use(agentRoutes(deps))
-    .use(taskRoutes(deps));
+    .use(taskRoutes(deps))
+    .use(scheduleRoutes(deps));
 
   const root = new Elysia({ name: "agentq", normalize: false });
   // Request ids, request logs and HTTP metrics (by route template): src/metrics/http.ts.
@@ -109,7 +112,8 @@ export function createApp(appDeps: AppDeps) {
     .use(
       openapi({
         path: OPENAPI_PATH,
-        provider: "swagger-ui",
+        // The plugin's page loads Swagger UI from a CDN: ours (swaggerUi below) serves it from our origin.
+        provider: null,
         documentation: {
           info: {
             title: "agentq",

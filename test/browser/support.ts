@@ -1,0 +1,100 @@
+/**
+ * Browser tests: Debian's `chromium` (never a downloaded browser) driven by playwright-core,
+ * against the real app served on loopback from the test process (so the server code it runs
+ * counts towards coverage), with real PostgreSQL and Redis, and an engine when a test needs one.
+ *
+ * Every page is loaded offline: each context aborts any request that leaves the app's origin
+ * and records it, so a test can assert that nothing tried to (no CDN, no fonts, no telemetry).
+ */
+import { existsSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import type { TestContext } from "../helpers/app.ts";
+import { listenOptions } from "../../src/api/app.ts";
+
+/** The Debian package's binary; AGENTQ_CHROMIUM points elsewhere. */
+export const CHROMIUM = process.env.AGENTQ_CHROMIUM ?? "/usr/bin/chromium";
+
+/**
+ * Flags for a sandbox with no network: without the background-networking ones Chromium keeps
+ * trying Google's hosts. Playwright adds --headless, --no-sandbox (not root-safe otherwise)
+ * and a fresh --user-data-dir of its own.
+ */
+const CHROMIUM_ARGS = [
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+
+export async function launchBrowser(): Promise<Browser> {
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium (.ci/run does it)`);
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, chromiumSandbox: false, args: CHROMIUM_ARGS });
+}
+
+export interface Served {
+  url: string;
+  stop(): Promise<void>;
+}
+
+/** Serves the test context's app on a random loopback port, as `bun run api` would. */
+export function serve(ctx: TestContext): Served {
+  ctx.app.listen({ ...listenOptions({ host: "127.0.0.1", port: 0 }) });
+  const port = ctx.app.server!.port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    stop: async () => {
+      await ctx.app.stop(true);
+    },
+  };
+}
+
+export interface OfflineContext {
+  context: BrowserContext;
+  /** Requests that tried to leave the origin (aborted). */
+  external: string[];
+  /** Console errors and page errors, CSP violations among them. */
+  errors: string[];
+  newPage(): Promise<Page>;
+  close(): Promise<void>;
+}
+
+/** A fresh context (no cookies) at 1280x800 whose pages can reach `origin` only. */
+export async function offlineContext(browser: Browser, origin: string): Promise<OfflineContext> {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, baseURL: origin });
+  const external: string[] = [];
+  const errors: string[] = [];
+  await context.route("**/*", (route) => {
+    const url = route.request().url();
+    if (url.startsWith(`${origin}/`) || url === origin) return route.continue();
+    external.push(url);
+    return route.abort("internetdisconnected");
+  });
+  return {
+    context,
+    external,
+    errors,
+    async newPage() {
+      const page = await context.newPage();
+      page.on("console", (m) => {
+        if (m.type() === "error") errors.push(m.text());
+      });
+      page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
+      return page;
+    },
+    close: () => context.close(),
+  };
+}
+
+/**
+ * Saves a screenshot when SCREENSHOT_DIR is set (`SCREENSHOT_DIR=docs/images bun test
+ * test/browser` refreshes the README's pictures); otherwise does nothing.
+ */
+export async function screenshot(page: Page, name: string): Promise<void> {
+  const dir = process.env.SCREENSHOT_DIR;
+  if (!dir) return;
+  mkdirSync(dir, { recursive: true });
+  await page.screenshot({ path: join(dir, `${name}.png`), fullPage: false });
+}
