@@ -14,7 +14,6 @@ import { taxonomyRoutes } from "./taxonomies/index.ts";
 import { documentRoutes } from "./documents/index.ts";
 import { agentRoutes } from "./agents/index.ts";
 import { taskRoutes } from "./tasks/index.ts";
-import { scheduleRoutes } from "./schedules/index.ts";
 import { createMetrics } from "../metrics/registry.ts";
 import { httpTelemetry } from "../metrics/http.ts";
 import { swaggerUi } from "../dashboard/swaggerUi.ts";
@@ -98,8 +97,7 @@ export function createApp(appDeps: AppDeps) {
     .use(taxonomyRoutes(deps))
     .use(documentRoutes(deps))
     .use(agentRoutes(deps))
-    .use(taskRoutes(deps))
-    .use(scheduleRoutes(deps));
+    .use(taskRoutes(deps));
 
   const root = new Elysia({ name: "agentq", normalize: false });
   // Request ids, request logs and HTTP metrics (by route template): src/metrics/http.ts.
@@ -127,6 +125,7 @@ export function createApp(appDeps: AppDeps) {
         },
       }),
     )
+    .use(swaggerUi({ path: OPENAPI_PATH, specPath: OPENAPI_SPEC_PATH, title: "agentq" }))
     .error({ AppError })
     .onError({ as: "global" }, ({ code, error, set, request }) => {
       let mapped: ReturnType<typeof toErrorResponse>;
