@@ -40,7 +40,7 @@ async function observe<T>(read: (c: TestContext) => Promise<T>): Promise<T | und
 
 test("every backend of the database terminated three times mid-query: the engine recovers by itself, nothing is lost or stuck, effects stay exactly-once", async () => {
   const corpus = await createCorpus(ctx);
-  const sups = await Promise.all([0, 1].map(() => spawnSupervisor(ctx, { workers: 2, fixture: "scripted" }).then((p) => children.track(p))));
+  const sups = await Promise.all([0, 1].map(() => spawnSupervisor(ctx, { workers: 2, fixture: "scripted", env: { AGENTQ_WORKER_CONCURRENCY: "4" } }).then((p) => children.track(p))));
   const agents = await mapLimit(Array.from({ length: TASKS }), 8, () => corpus.agent({ mode: "slow", ms: 300 }));
   const ids = await mapLimit(agents, 8, (a) => enqueue(ctx, a));
 

@@ -31,7 +31,7 @@ beforeAll(async () => {
 });
 
 test("all keys of the prefix deleted mid-run (simulated FLUSHALL): queued, running and newly enqueued tasks all complete exactly once", async () => {
-  const engine = await startTestEngine(ctx, { workers: 3, workerUrl: FIXTURE_WORKERS.scripted });
+  const engine = await startTestEngine(ctx, { workers: 3, concurrency: 4, workerUrl: FIXTURE_WORKERS.scripted });
   try {
     const agents = await mapLimit(Array.from({ length: 40 }), 8, () => corpus.agent({ mode: "slow", ms: 300 }));
     const first = await mapLimit(agents.slice(0, 30), 8, (a) => enqueue(ctx, a));

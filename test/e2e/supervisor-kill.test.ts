@@ -19,14 +19,16 @@ import {
 } from "./support.ts";
 
 const TASKS = 40;
+/** Four tasks per thread: claims and endings are batched when the kill lands. */
+const BATCHING = { AGENTQ_WORKER_CONCURRENCY: "4" };
 let ctx: TestContext;
 const children = e2eSuite((c) => (ctx = c));
 
 test("kill -9 of one of two supervisor processes: every task still completes exactly once, the dead one's tasks are retried", async () => {
   const corpus = await createCorpus(ctx);
   const [a, b] = await Promise.all([
-    spawnSupervisor(ctx, { workers: 2, fixture: "scripted" }).then((p) => children.track(p)),
-    spawnSupervisor(ctx, { workers: 2, fixture: "scripted" }).then((p) => children.track(p)),
+    spawnSupervisor(ctx, { workers: 2, fixture: "scripted", env: BATCHING }).then((p) => children.track(p)),
+    spawnSupervisor(ctx, { workers: 2, fixture: "scripted", env: BATCHING }).then((p) => children.track(p)),
   ]);
 
   // Many agents, each with a slow (300 ms) refresh.
@@ -34,7 +36,7 @@ test("kill -9 of one of two supervisor processes: every task still completes exa
   const ids = await mapLimit(agents, 8, (agentId) => enqueue(ctx, agentId));
   expect(new Set(ids).size).toBe(TASKS);
 
-  // Once the victim runs tasks on both of its threads, kill it outright.
+  // Once the victim runs a batch on its threads (claimed together, ending together), kill it outright.
   const victim = a!;
   const runningOn = async (p: typeof victim) =>
     (
@@ -42,7 +44,7 @@ test("kill -9 of one of two supervisor processes: every task still completes exa
         sql`select task_id from background_tasks where status = 'running' and starts_with(lease_owner, ${p.id + "-"})`,
       )
     ).map((r) => r.task_id);
-  await eventually(async () => ((await runningOn(victim)).length === 2 ? true : undefined), 15_000, "the victim to run two tasks");
+  await eventually(async () => ((await runningOn(victim)).length >= 4 ? true : undefined), 15_000, "the victim to run four tasks");
   victim.proc.kill("SIGKILL");
   await exitWithin(victim, 5_000);
   expect(victim.proc.signalCode).toBe("SIGKILL");

@@ -7,7 +7,7 @@ import { sql } from "drizzle-orm";
 import { createTestContext, type TestContext } from "../helpers/app.ts";
 import { postAgent, postTaxonomy, taskInput, uuid } from "../helpers/fixtures.ts";
 import { claimTask } from "../../src/db/tasks/claims.ts";
-import { settleTask } from "../../src/db/tasks/settle.ts";
+import { settleTask, settleTasks } from "../../src/db/tasks/settle.ts";
 import { getTask } from "../../src/db/tasks/records.ts";
 import { insertTask, type NewTask } from "../../src/db/tasks/enqueue.ts";
 import { recordProgress, renewLeases } from "../../src/db/tasks/leases.ts";
@@ -257,4 +257,25 @@ test("history lists newest first within the date range, and retention deletes on
   expect(deleted).toEqual({ tasks: 1, history: 1 });
   expect(await getTask(db(), oldDone.taskId)).toBeNull();
   expect(await getTask(db(), pendingOld.task.task_id)).not.toBeNull();
+});
+
+test("one settle batch with two completions of one agent: both history rows, the agent shows the newer; an older result later never replaces it", async () => {
+  const older = await running();
+  const newer = await running();
+  const at = (ms: number) => ({ ...result(), calculated_at: new Date(Date.now() + ms).toISOString() });
+  const written = await settleTasks(db(), [
+    { taskId: newer.taskId, leaseToken: newer.leaseToken, ending: { kind: "completed", result: { ...at(1000), overall_coverage: 80 } } },
+    { taskId: older.taskId, leaseToken: older.leaseToken, ending: { kind: "completed", result: { ...at(0), overall_coverage: 20 } } },
+  ]);
+  expect([...written.values()].map((s) => s.status)).toEqual(["completed", "completed"]);
+  expect(await historyRows(older.taskId)).toBe(1);
+  expect(await historyRows(newer.taskId)).toBe(1);
+  const figures = async () =>
+    (await db().execute<{ coverage_percent: number }>(sql`select coverage_percent from agents where agent_id = ${agentId}`))[0]!.coverage_percent;
+  expect(await figures()).toBe(80);
+  // A slow batch lands later with a result measured before the one shown: history keeps it, the figures do not move.
+  const late = await running();
+  await settleTask(db(), late.taskId, late.leaseToken, { kind: "completed", result: { ...at(500), overall_coverage: 50 } });
+  expect(await historyRows(late.taskId)).toBe(1);
+  expect(await figures()).toBe(80);
 });
