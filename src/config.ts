@@ -54,6 +54,8 @@ export const ConfigSchema = t.Object({
   drainDeadlineMs: t.Integer({ minimum: 0 }),
   /** How often the reconciler re-dispatches lost tasks and reaps expired leases. */
   reconcileEveryMs: t.Integer({ minimum: 50 }),
+  /** How often a supervisor's scheduler looks for due schedule slots (agent_schedules). */
+  scheduleEveryMs: t.Integer({ minimum: 10, maximum: 3_600_000 }),
   /** A pending task untouched this long is checked against Redis (and re-dispatched if missing). */
   stalePendingMs: t.Integer({ minimum: 0 }),
   /** Restart intensity: at most restartMax thread crashes in restartWindowMs, then the supervisor gives up. */
@@ -129,6 +131,7 @@ export const ENV_NAMES: Record<keyof Config, string> = {
   cancelGraceMs: "AGENTQ_CANCEL_GRACE_MS",
   drainDeadlineMs: "AGENTQ_DRAIN_DEADLINE_MS",
   reconcileEveryMs: "AGENTQ_RECONCILE_EVERY_MS",
+  scheduleEveryMs: "AGENTQ_SCHEDULE_EVERY_MS",
   stalePendingMs: "AGENTQ_STALE_PENDING_MS",
   restartMax: "AGENTQ_RESTART_MAX",
   restartWindowMs: "AGENTQ_RESTART_WINDOW_MS",
@@ -172,6 +175,7 @@ export const DEFAULTS: Config = {
   cancelGraceMs: 2_000,
   drainDeadlineMs: 25_000,
   reconcileEveryMs: 5_000,
+  scheduleEveryMs: 1_000,
   stalePendingMs: 10_000,
   restartMax: 5,
   restartWindowMs: 60_000,
@@ -250,6 +254,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     cancelGraceMs: num("cancelGraceMs"),
     drainDeadlineMs: num("drainDeadlineMs"),
     reconcileEveryMs: num("reconcileEveryMs"),
+    scheduleEveryMs: num("scheduleEveryMs"),
     stalePendingMs: num("stalePendingMs"),
     restartMax: num("restartMax"),
     restartWindowMs: num("restartWindowMs"),

@@ -14,6 +14,7 @@ import { taxonomyRoutes } from "./taxonomies/index.ts";
 import { documentRoutes } from "./documents/index.ts";
 import { agentRoutes } from "./agents/index.ts";
 import { taskRoutes } from "./tasks/index.ts";
+import { scheduleRoutes } from "./schedules/index.ts";
 import { createMetrics } from "../metrics/registry.ts";
 import { httpTelemetry } from "../metrics/http.ts";
 import { swaggerUi } from "../dashboard/swaggerUi.ts";
@@ -97,7 +98,8 @@ export function createApp(appDeps: AppDeps) {
     .use(taxonomyRoutes(deps))
     .use(documentRoutes(deps))
     .use(agentRoutes(deps))
-    .use(taskRoutes(deps));
+    .use(taskRoutes(deps))
+    .use(scheduleRoutes(deps));
 
   const root = new Elysia({ name: "agentq", normalize: false });
   // Request ids, request logs and HTTP metrics (by route template): src/metrics/http.ts.

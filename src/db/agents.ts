@@ -21,12 +21,15 @@ export interface AgentView {
   features_config: Record<string, unknown>;
   total_queries: number;
   coverage_targets: Record<string, number>;
+  /** The next slot of the agent's enabled schedule (agent_schedules), or null. */
+  next_run_at: string | null;
   created_at: string;
   updated_at: string;
 }
 
-type AgentRow = Omit<AgentView, "last_coverage_update" | "created_at" | "updated_at"> & {
+type AgentRow = Omit<AgentView, "last_coverage_update" | "next_run_at" | "created_at" | "updated_at"> & {
   last_coverage_update: string | Date | null;
+  next_run_at: string | Date | null;
   created_at: string | Date;
   updated_at: string | Date;
 };
@@ -35,6 +38,7 @@ const toAgentView = (row: AgentRow): AgentView => ({
   ...row,
   coverage_percent: Number(row.coverage_percent),
   last_coverage_update: toIsoOrNull(row.last_coverage_update),
+  next_run_at: toIsoOrNull(row.next_run_at),
   created_at: toIso(row.created_at),
   updated_at: toIso(row.updated_at),
 });
@@ -44,7 +48,8 @@ const AGENT_COLUMNS = sql`
   a.total_documents, a.total_chunks, a.coverage_percent, a.last_coverage_update,
   a.retrieval_config, a.features_config, a.total_queries, a.created_at, a.updated_at,
   coalesce((select jsonb_object_agg(ct.node_id, ct.target_document_count)
-            from coverage_targets ct where ct.agent_id = a.agent_id), '{}'::jsonb) as coverage_targets`;
+            from coverage_targets ct where ct.agent_id = a.agent_id), '{}'::jsonb) as coverage_targets,
+  (select s.next_run_at from agent_schedules s where s.agent_id = a.agent_id and s.enabled) as next_run_at`;
 
 export interface AgentCreate {
   name: string;

@@ -1,6 +1,6 @@
 /**
  * The task engine of one process: a supervisor of worker threads, the
- * reconciler and the webhook sender. The one composition function: the CLI
+ * reconciler, the scheduler and the webhook sender. The one composition function: the CLI
  * (`bun run supervisor`, `bun run start`), the tests and the benchmarks all
  * build the engine here, so test wiring cannot drift from production.
  */
@@ -11,12 +11,15 @@ import { Reconciler } from "./reconciler.ts";
 import { Dispatcher } from "../queue/dispatch.ts";
 import { queueKeys } from "../queue/keys.ts";
 import { WebhookSender } from "../webhooks/sender.ts";
+import { Scheduler } from "../schedules/scheduler.ts";
 
 export interface Engine {
   supervisor: Supervisor;
   reconciler: Reconciler;
   /** Null when no webhook secret is configured (deliveries then wait in the outbox) or webhooks are off. */
   webhooks: WebhookSender | null;
+  /** Fires due schedule slots (src/schedules/scheduler.ts); null when turned off. */
+  scheduler: Scheduler | null;
   stop(): Promise<void>;
 }
 
@@ -28,6 +31,8 @@ export interface EngineOptions {
   onFatal?: (error: Error) => void;
   /** Run the reconciler's periodic pass (default true; tests of a lost dispatch turn it off). */
   reconcile?: boolean;
+  /** Run the scheduler of agent_schedules (default true; off with AGENTQ_BACKGROUND_REFRESH_ENABLED=false). */
+  schedule?: boolean;
   /** Run a webhook sender when secrets are configured (default true). */
   webhooks?: boolean;
   /** Pause between thread spawns (default 25 ms). */
@@ -61,6 +66,11 @@ export async function startEngine(runtime: Omit<Runtime, "close">, options: Engi
     dispatcher: new Dispatcher(redis, queueKeys(config.redisPrefix)),
     metrics: runtime.metrics,
   });
+  // Every supervisor runs one; PostgreSQL's row locks and compare-and-set make each slot fire once.
+  const scheduler =
+    options.schedule !== false && config.backgroundRefreshEnabled
+      ? new Scheduler({ config, database, logger, dispatcher: new Dispatcher(redis, queueKeys(config.redisPrefix)), metrics: runtime.metrics })
+      : null;
   // The sender lives here, in the supervisor's main thread, never in a worker actor.
   const webhooks =
     options.webhooks !== false && config.webhookSecrets.length > 0 ? new WebhookSender({ config, database, logger, metrics: runtime.metrics }) : null;
@@ -73,12 +83,15 @@ export async function startEngine(runtime: Omit<Runtime, "close">, options: Engi
     throw error;
   }
   if (options.reconcile !== false) reconciler.start();
+  scheduler?.start();
   await webhooks?.start();
   return {
     supervisor,
     reconciler,
     webhooks,
+    scheduler,
     async stop() {
+      await scheduler?.stop();
       await webhooks?.stop();
       await reconciler.stop();
       await supervisor.stop();

@@ -21,6 +21,26 @@ import { QueueEstimator, type QueueSnapshot } from "../queue/estimate.ts";
 import { createMetrics, type Metrics } from "../metrics/registry.ts";
 import { TaskTelemetry } from "../metrics/taskEvents.ts";
 
+/**
+ * The request-time half of the SSRF guard, for every route that takes a webhook_url (refreshes,
+ * schedules): 400 webhooks_not_configured without a signing secret, 400 unsafe_webhook_url with
+ * the reason. The sender checks again at delivery time.
+ */
+export async function assertWebhookUrlAccepted(
+  config: Pick<Config, "webhookSecrets" | "webhookAllowHttp" | "webhookAllowedHosts">,
+  url: string,
+): Promise<void> {
+  if (config.webhookSecrets.length === 0)
+    throw new AppError("webhooks_not_configured", "webhooks are not enabled on this server (no AGENTQ_WEBHOOK_SECRETS configured)");
+  try {
+    await checkWebhookUrl(url, { allowHttp: config.webhookAllowHttp, allowedHosts: config.webhookAllowedHosts });
+  } catch (error) {
+    if (error instanceof UnsafeUrlError)
+      throw new AppError("unsafe_webhook_url", `webhook_url rejected: ${error.reason}`, { reason: error.reason });
+    throw error;
+  }
+}
+
 export interface TaskView extends TaskRecord {
   queue_position: number | null;
   estimated_completion_at: string | null;
@@ -96,17 +116,8 @@ export class TaskService {
   }
 
   /** Request-time half of the SSRF guard (the sender checks again at delivery time). */
-  private async checkWebhookUrl(url: string) {
-    const { config } = this.deps;
-    if (config.webhookSecrets.length === 0)
-      throw new AppError("webhooks_not_configured", "webhooks are not enabled on this server (no AGENTQ_WEBHOOK_SECRETS configured)");
-    try {
-      await checkWebhookUrl(url, { allowHttp: config.webhookAllowHttp, allowedHosts: config.webhookAllowedHosts });
-    } catch (error) {
-      if (error instanceof UnsafeUrlError)
-        throw new AppError("unsafe_webhook_url", `webhook_url rejected: ${error.reason}`, { reason: error.reason });
-      throw error;
-    }
+  private checkWebhookUrl(url: string) {
+    return assertWebhookUrlAccepted(this.deps.config, url);
   }
 
   async view(taskId: string, agentId?: string): Promise<TaskView> {

@@ -39,6 +39,8 @@ export async function startTestEngine(
     concurrency?: number;
     workerUrl?: string;
     reconcile?: boolean;
+    /** Run the engine's scheduler (default true, as in production). */
+    schedule?: boolean;
     config?: Partial<Config>;
     onFatal?: (e: Error) => void;
   },
@@ -55,6 +57,7 @@ export async function startTestEngine(
       workerUrl: options.workerUrl,
       onFatal: options.onFatal,
       reconcile: options.reconcile,
+      schedule: options.schedule,
       webhooks: false,
       spawnStaggerMs: 0,
       observe: (e) => {

@@ -50,6 +50,7 @@ export const Agent = t.Object({
   features_config: JsonObject,
   total_queries: t.Integer(),
   coverage_targets: t.Record(t.String(), t.Integer()),
+  next_run_at: t.Nullable(Timestamp, { description: "Next scheduled refresh (PUT /agents/{agent_id}/schedule); null without an enabled schedule" }),
   created_at: Timestamp,
   updated_at: Timestamp,
 });
