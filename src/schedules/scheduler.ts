@@ -99,7 +99,7 @@ export class Scheduler {
     // tasks are pending in PostgreSQL and in no queue, and the reconciler dispatches them.
     const created = fired.filter((f) => f.created && f.task_id !== null);
     for (const f of fired) {
-      this.deps.logger.debug(
+      this.deps.logger.info(
         { event: "schedule_fired", schedule_id: f.schedule_id, agent_id: f.agent_id, slot: toIso(f.slot), next_run_at: f.next_run_at, task_id: f.task_id, created: f.created },
         "schedule fired",
       );

@@ -131,7 +131,13 @@ export interface SupervisorProcess {
 /** Starts test/fixtures/supervisor-process.ts against the context's database and prefix. */
 export async function spawnSupervisor(
   ctx: TestContext,
-  options: { workers: number; fixture?: string; env?: Record<string, string> },
+  options: {
+    workers: number;
+    fixture?: string;
+    env?: Record<string, string>;
+    /** Hears everything the child writes on stdout (its JSON log lines), from the start. */
+    onStdout?: (text: string) => void;
+  },
 ): Promise<SupervisorProcess> {
   const c = ctx.config;
   const env: Record<string, string> = {
@@ -168,7 +174,9 @@ export async function spawnSupervisor(
     if (match) {
       reader.releaseLock();
       // Keep draining stdout so the child never blocks on a full pipe.
-      void proc.stdout.pipeTo(new WritableStream());
+      const onStdout = options.onStdout;
+      if (onStdout) onStdout(buffered);
+      void proc.stdout.pipeTo(new WritableStream(onStdout ? { write: (chunk: Uint8Array) => onStdout(decoder.decode(chunk, { stream: true })) } : {}));
       return { proc, id: match[1]!, exited: proc.exited };
     }
   }
