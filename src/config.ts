@@ -13,6 +13,12 @@ export const ConfigSchema = t.Object({
   redisPrefix: t.String({ minLength: 1, pattern: "^[A-Za-z0-9_.:-]+$" }),
   host: t.String({ minLength: 1 }),
   port: t.Integer({ minimum: 0, maximum: 65535 }),
+  /** Live event streams (SSE): a `: ping` comment this often on every open stream. */
+  sseHeartbeatMs: t.Integer({ minimum: 50, maximum: 300_000 }),
+  /** Bytes waiting for one SSE client, at most; a client that lets more pile up is dropped. */
+  sseClientBufferBytes: t.Integer({ minimum: 4096, maximum: 16 * 1024 * 1024 }),
+  /** Open SSE streams per API process, at most; more are refused with 503. */
+  sseMaxClients: t.Integer({ minimum: 1, maximum: 1_000_000 }),
   /** Keys accepted in addition to the ones stored (hashed) in `api_keys`. */
   apiKeys: t.Array(t.String({ minLength: 16 })),
   /** A mapping counts towards coverage when its confidence is at least this. */
@@ -29,6 +35,10 @@ export const ConfigSchema = t.Object({
   maxConfigBytes: t.Integer({ minimum: 2 }),
   /** Most documents in one `POST /documents/bulk`. */
   bulkMaxDocuments: t.Integer({ minimum: 1 }),
+  /** Most tasks one `POST /tasks/retry` retries (more matching: the answer says so, call again). */
+  bulkMaxTasks: t.Integer({ minimum: 1, maximum: 10_000 }),
+  /** Most agents one `POST /coverage/refresh` refreshes (more: refused). */
+  bulkMaxAgents: t.Integer({ minimum: 1, maximum: 10_000 }),
   logLevel: t.Union([
     t.Literal("trace"),
     t.Literal("debug"),
@@ -94,6 +104,12 @@ export const ConfigSchema = t.Object({
   apiKeyCacheTtlMs: t.Integer({ minimum: 0, maximum: 3_600_000 }),
   /** How long a refused key is refused without asking PostgreSQL again. */
   apiKeyNegativeCacheTtlMs: t.Integer({ minimum: 0, maximum: 3_600_000 }),
+  /** The web dashboard at /dashboard (off: every /dashboard path is 404 and no session cookie is accepted). */
+  dashboardEnabled: t.Boolean(),
+  /** The dashboard shows no action and refuses every change made with a session (403); API keys are unaffected. */
+  dashboardReadOnly: t.Boolean(),
+  /** Lifetime of a dashboard session from sign-in (absolute; sign-in again after it). */
+  dashboardSessionTtlMs: t.Integer({ minimum: 60_000, maximum: 30 * 24 * 3_600_000 }),
 });
 
 export type Config = Static<typeof ConfigSchema>;
@@ -114,6 +130,9 @@ export const ENV_NAMES: Record<keyof Config, string> = {
   redisPrefix: "AGENTQ_REDIS_PREFIX",
   host: "HOST",
   port: "PORT",
+  sseHeartbeatMs: "AGENTQ_SSE_HEARTBEAT_MS",
+  sseClientBufferBytes: "AGENTQ_SSE_CLIENT_BUFFER_BYTES",
+  sseMaxClients: "AGENTQ_SSE_MAX_CLIENTS",
   apiKeys: "AGENTQ_API_KEYS",
   confidenceThreshold: "AGENTQ_CONFIDENCE_THRESHOLD",
   defaultTargetDocuments: "AGENTQ_DEFAULT_TARGET_DOCUMENTS",
@@ -122,6 +141,8 @@ export const ENV_NAMES: Record<keyof Config, string> = {
   maxConfigDepth: "AGENTQ_MAX_CONFIG_DEPTH",
   maxConfigBytes: "AGENTQ_MAX_CONFIG_BYTES",
   bulkMaxDocuments: "AGENTQ_BULK_MAX_DOCUMENTS",
+  bulkMaxTasks: "AGENTQ_BULK_MAX_TASKS",
+  bulkMaxAgents: "AGENTQ_BULK_MAX_AGENTS",
   logLevel: "LOG_LEVEL",
   workers: "WORKERS",
   workerConcurrency: "AGENTQ_WORKER_CONCURRENCY",
@@ -150,6 +171,9 @@ export const ENV_NAMES: Record<keyof Config, string> = {
   backgroundRefreshEnabled: "AGENTQ_BACKGROUND_REFRESH_ENABLED",
   apiKeyCacheTtlMs: "AGENTQ_API_KEY_CACHE_TTL_MS",
   apiKeyNegativeCacheTtlMs: "AGENTQ_API_KEY_NEGATIVE_CACHE_TTL_MS",
+  dashboardEnabled: "AGENTQ_DASHBOARD_ENABLED",
+  dashboardReadOnly: "AGENTQ_DASHBOARD_READ_ONLY",
+  dashboardSessionTtlMs: "AGENTQ_DASHBOARD_SESSION_TTL_MS",
 };
 
 export const DEFAULTS: Config = {
@@ -158,6 +182,9 @@ export const DEFAULTS: Config = {
   redisPrefix: "agentq",
   host: "0.0.0.0",
   port: 3000,
+  sseHeartbeatMs: 15_000,
+  sseClientBufferBytes: 64 * 1024,
+  sseMaxClients: 10_000,
   apiKeys: [],
   confidenceThreshold: 0.7,
   defaultTargetDocuments: 10,
@@ -166,9 +193,11 @@ export const DEFAULTS: Config = {
   maxConfigDepth: 32,
   maxConfigBytes: 16 * 1024,
   bulkMaxDocuments: 1000,
+  bulkMaxTasks: 1000,
+  bulkMaxAgents: 1000,
   logLevel: "info",
   workers: 2,
-  workerConcurrency: 8,
+  workerConcurrency: 32,
   taskTimeoutMs: 300_000,
   maxAttempts: 3,
   leaseMs: 30_000,
@@ -194,6 +223,9 @@ export const DEFAULTS: Config = {
   backgroundRefreshEnabled: true,
   apiKeyCacheTtlMs: 30_000,
   apiKeyNegativeCacheTtlMs: 5_000,
+  dashboardEnabled: true,
+  dashboardReadOnly: false,
+  dashboardSessionTtlMs: 8 * 3_600_000,
 };
 
 /** Splits a comma-separated list, dropping blanks. */
@@ -237,6 +269,9 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     redisPrefix: pick("redisPrefix") ?? DEFAULTS.redisPrefix,
     host: pick("host") ?? DEFAULTS.host,
     port: num("port"),
+    sseHeartbeatMs: num("sseHeartbeatMs"),
+    sseClientBufferBytes: num("sseClientBufferBytes"),
+    sseMaxClients: num("sseMaxClients"),
     apiKeys: parseList(pick("apiKeys")),
     confidenceThreshold: num("confidenceThreshold"),
     defaultTargetDocuments: num("defaultTargetDocuments"),
@@ -245,6 +280,8 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     maxConfigDepth: num("maxConfigDepth"),
     maxConfigBytes: num("maxConfigBytes"),
     bulkMaxDocuments: num("bulkMaxDocuments"),
+    bulkMaxTasks: num("bulkMaxTasks"),
+    bulkMaxAgents: num("bulkMaxAgents"),
     logLevel: pick("logLevel") ?? DEFAULTS.logLevel,
     workers: num("workers"),
     workerConcurrency: num("workerConcurrency"),
@@ -273,6 +310,9 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     backgroundRefreshEnabled: bool("backgroundRefreshEnabled"),
     apiKeyCacheTtlMs: num("apiKeyCacheTtlMs"),
     apiKeyNegativeCacheTtlMs: num("apiKeyNegativeCacheTtlMs"),
+    dashboardEnabled: bool("dashboardEnabled"),
+    dashboardReadOnly: bool("dashboardReadOnly"),
+    dashboardSessionTtlMs: num("dashboardSessionTtlMs"),
     ...overrides,
   };
   if (!Value.Check(ConfigSchema, candidate)) {

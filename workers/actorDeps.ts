@@ -1,8 +1,10 @@
 /**
  * The real dependencies of an actor (workers/actor.ts): its own Redis
  * connections (one for commands, one for the blocking pop) and its own
- * PostgreSQL pool, sized for its concurrency: each running task may hold a
- * connection for its coverage statement, plus one for claims and settles.
+ * PostgreSQL pool: one connection for claims, settles and the batched
+ * small-scope measurements its tasks share, plus one per task running a
+ * statement of its own (a large scope, step by step), at most
+ * OWN_STATEMENTS at once; more wait for a connection.
  */
 import Redis from "ioredis";
 import { openDatabase, type Database } from "../src/db/client.ts";
@@ -25,9 +27,12 @@ export interface OpenActorDeps extends ActorDeps {
   close(): Promise<void>;
 }
 
+/** Tasks of one thread that may run statements of their own at the same time. */
+export const OWN_STATEMENTS = 8;
+
 export function openActorDeps(workerId: string, settings: WorkerSettings): OpenActorDeps {
   const openPool = () =>
-    openDatabase(settings.databaseUrl, { max: settings.concurrency + 1, applicationName: `agentq-worker-${workerId}` });
+    openDatabase(settings.databaseUrl, { max: Math.min(settings.concurrency, OWN_STATEMENTS) + 1, applicationName: `agentq-worker-${workerId}` });
   let database: Database = openPool();
   const redis = new Redis(settings.redisUrl, { maxRetriesPerRequest: null });
   const blocking = new Redis(settings.redisUrl, { maxRetriesPerRequest: null });
