@@ -60,6 +60,7 @@ export const Task = t.Object({
   timeout_ms: t.Integer(),
   lease_owner: t.Nullable(t.String({ description: "Worker holding the task while it runs" })),
   updated_at: Timestamp,
+  schedule_id: t.Nullable(t.String({ format: "uuid", description: "The schedule that enqueued this task" })),
 });
 
 export const HistoryQuery = t.Object(

@@ -26,11 +26,13 @@ export interface TaskRecord {
   timeout_ms: number;
   lease_owner: string | null;
   updated_at: string;
+  /** The schedule that enqueued this task, or null. */
+  schedule_id: string | null;
 }
 
 export const TASK_COLUMNS = sql.raw(`task_id, agent_id, task_type, status, priority, created_at, started_at, completed_at,
   result, error, webhook_url, webhook_retry_count, cancellation_requested, progress_percentage,
-  attempt, max_attempts, timeout_ms, lease_owner, updated_at`);
+  attempt, max_attempts, timeout_ms, lease_owner, updated_at, schedule_id`);
 
 export type RawTask = Record<string, unknown>;
 
