@@ -11,7 +11,8 @@ import { sql } from "drizzle-orm";
 import { createTestContext, type TestContext } from "../helpers/app.ts";
 import { postAgent, postTaxonomy, uuid } from "../helpers/fixtures.ts";
 import { eventually, startTestEngine, waitForStatus } from "../helpers/engine.ts";
-import { freePort } from "../helpers/metrics.ts";
+import { captureLogs, freePort } from "../helpers/metrics.ts";
+import { urlFor } from "../helpers/db.ts";
 import { openDatabase, type Database } from "../../src/db/client.ts";
 import { fireSlots, lockDueSchedules, type FiredSlot } from "../../src/db/schedules.ts";
 import { Scheduler } from "../../src/schedules/scheduler.ts";
@@ -370,6 +371,33 @@ describe("scheduler", () => {
       await ctx.request("DELETE", `tasks/${fired!.task_id}`);
     } finally {
       unreachable.disconnect();
+    }
+  });
+
+  test("a schedule whose next run cannot be computed (a time zone the runtime does not know) fires its slot, then goes quiet", async () => {
+    const agentId = await newAgent();
+    const schedule = (await put(agentId, { cron: "0 3 * * *" })).body;
+    await ctx.database.db.execute(sql`update agent_schedules set timezone = 'Mars/Olympus', next_run_at = now() where schedule_id = ${schedule.schedule_id}`);
+    const logs = captureLogs();
+    const scheduler = new Scheduler({ config: schedulerConfig, database: ctx.database, dispatcher: dispatcher(), logger: logs.logger });
+    const fired = await scheduler.fireDue();
+    expect(fired.map((f) => [f.schedule_id, f.created, f.next_run_at])).toEqual([[schedule.schedule_id, true, null]]);
+    expect(logs.lines.some((l) => l.msg === "cannot compute the next run of a schedule; it stops after this slot" && l.schedule_id === schedule.schedule_id)).toBe(true);
+    expect((await ctx.request("GET", `agents/${agentId}`)).body.next_run_at).toBeNull();
+    expect(await scheduler.fireDue()).toEqual([]);
+  });
+
+  test("a pass that fails (PostgreSQL refuses the connection) is logged and the scheduler keeps trying", async () => {
+    const missing = openDatabase(urlFor(`agentq_test_missing_${process.pid}`), { max: 1 });
+    const logs = captureLogs();
+    const scheduler = new Scheduler({ config: schedulerConfig, database: missing, dispatcher: dispatcher(), logger: logs.logger });
+    scheduler.start();
+    try {
+      const failed = () => logs.lines.filter((l) => l.msg === "schedule pass failed; the slots stay due and the next pass fires them").length;
+      await eventually(async () => (failed() >= 2 ? true : undefined), 10_000, "two failed passes");
+    } finally {
+      await scheduler.stop();
+      await missing.close();
     }
   });
 
