@@ -14,6 +14,7 @@ import { taxonomyRoutes } from "./taxonomies/index.ts";
 import { documentRoutes } from "./documents/index.ts";
 import { agentRoutes } from "./agents/index.ts";
 import { taskRoutes } from "./tasks/index.ts";
+import { taskConsoleRoutes } from "./tasks/console.ts";
 import { scheduleRoutes } from "./schedules/index.ts";
 import { createMetrics } from "../metrics/registry.ts";
 import { httpTelemetry } from "../metrics/http.ts";
@@ -98,6 +99,7 @@ export function createApp(appDeps: AppDeps) {
     .use(taxonomyRoutes(deps))
     .use(documentRoutes(deps))
     .use(agentRoutes(deps))
+    .use(taskConsoleRoutes(deps))
     .use(taskRoutes(deps))
     .use(scheduleRoutes(deps));
 

@@ -28,6 +28,7 @@ export const STATUS_OF: Record<ErrorCode, number> = {
   malformed_json: 400,
   unknown_taxonomy_node: 400,
   too_many_documents: 400,
+  too_many_agents: 400,
   unsafe_webhook_url: 400,
   webhooks_not_configured: 400,
   unauthorized: 401,

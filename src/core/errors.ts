@@ -13,6 +13,7 @@ export type ErrorCode =
   | "unknown_taxonomy_node"
   | "taxonomy_cycle"
   | "too_many_documents"
+  | "too_many_agents"
   | "dependency_unavailable"
   | "unsafe_webhook_url"
   | "webhooks_not_configured"

@@ -20,6 +20,9 @@ import { queueKeys, type QueueKeys } from "../queue/keys.ts";
 import { QueueEstimator, type QueueSnapshot } from "../queue/estimate.ts";
 import { createMetrics, type Metrics } from "../metrics/registry.ts";
 import { TaskTelemetry } from "../metrics/taskEvents.ts";
+import { retryMatching, retryTask, type RetriedTask, type RetryableStatus } from "../db/tasks/retry.ts";
+import type { TaskFilter } from "../db/tasks/list.ts";
+import { countAgentsUpTo, refreshAgents } from "../db/tasks/bulkRefresh.ts";
 
 /**
  * The request-time half of the SSRF guard, for every route that takes a webhook_url (refreshes,
@@ -141,6 +144,97 @@ export class TaskService {
     if (outcome.previous === "pending") await this.dispatcher.remove(taskId, outcome.priority).catch(() => false);
     else await publishCancel(this.deps.redis, this.keys, taskId).catch((error) => this.deps.logger.warn({ task_id: taskId, err: error }, "cancel publish failed; the lease renewal will stop the task"));
     return true;
+  }
+
+  /**
+   * POST /tasks/{id}/retry: a new pending task for the same agent, priority and webhook_url
+   * (timeout and attempts from the configuration, so a redrive gets a raised limit), with
+   * `retry_of` set, dispatched like a refresh. 409 for a task that is not failed, timeout or
+   * cancelled, or that was retried already (the unique retry_of index decides, race-free).
+   */
+  async retry(taskId: string, options: { requestId?: string } = {}): Promise<TaskView> {
+    this.assertBackgroundEnabled();
+    const { config, database } = this.deps;
+    const outcome = await retryTask(database.db, taskId, newTaskId(), { timeoutMs: config.taskTimeoutMs, maxAttempts: config.maxAttempts });
+    if (outcome.kind === "not_found") throw notFound("task", taskId);
+    if (outcome.kind === "not_retryable")
+      throw new AppError("conflict", `task ${taskId} is ${outcome.status}; only failed, timeout or cancelled tasks can be retried`, {
+        id: taskId,
+        status: outcome.status,
+      });
+    if (outcome.kind === "already_retried")
+      throw new AppError("conflict", `task ${taskId} was already retried${outcome.by ? ` by ${outcome.by}` : ""}`, { id: taskId, retried_by: outcome.by });
+    const { task } = outcome;
+    this.telemetry.enqueued({ task_id: task.task_id, agent_id: task.agent_id, priority: task.priority, request_id: options.requestId });
+    // As for a refresh: the ZADD goes out first, the estimate's script right behind it, one round trip.
+    const dispatched = this.dispatchNew([{ taskId: task.task_id, priority: task.priority, score: Date.parse(task.created_at) }]);
+    const [view] = await Promise.all([this.decorate(task), dispatched]);
+    return view;
+  }
+
+  /**
+   * POST /tasks/retry: retries the matching tasks not retried yet, oldest first, at most
+   * AGENTQ_BULK_MAX_TASKS of them, in one statement; one Redis round trip dispatches them all.
+   * `more`: tasks beyond the maximum matched (call again).
+   */
+  async retryMany(
+    filter: TaskFilter & { statuses: readonly RetryableStatus[] },
+    options: { requestId?: string } = {},
+  ): Promise<{ tasks: RetriedTask[]; more: boolean }> {
+    this.assertBackgroundEnabled();
+    const { config, database } = this.deps;
+    const ids = Array.from({ length: config.bulkMaxTasks }, newTaskId);
+    const result = await retryMatching(database.db, filter, ids, { timeoutMs: config.taskTimeoutMs, maxAttempts: config.maxAttempts });
+    for (const t of result.tasks) this.telemetry.enqueued({ task_id: t.task_id, agent_id: t.agent_id, priority: t.priority, request_id: options.requestId });
+    await this.dispatchNew(result.tasks.map((t) => ({ taskId: t.task_id, priority: t.priority, score: t.score })));
+    return result;
+  }
+
+  /**
+   * POST /coverage/refresh: one refresh per agent with the single path's deduplication (an agent
+   * with a pending refresh gets that task), in one INSERT, dispatched in one Redis round trip.
+   * Unknown agent ids are reported, not an error. More than AGENTQ_BULK_MAX_AGENTS agents
+   * (asked, or existing with `all`) is refused with 400 too_many_agents, before anything is written.
+   */
+  async refreshMany(
+    agents: { ids: readonly string[] } | "all",
+    options: { priority: Priority; webhookUrl: string | null; requestId?: string },
+  ): Promise<{ tasks: { task: TaskRecord; created: boolean }[]; unknownAgentIds: string[] }> {
+    this.assertBackgroundEnabled();
+    const { config, database } = this.deps;
+    const max = config.bulkMaxAgents;
+    if (agents !== "all" && agents.ids.length > max)
+      throw new AppError("too_many_agents", `at most ${max} agent_ids per bulk refresh`, { max, got: agents.ids.length });
+    if (options.webhookUrl !== null) await this.checkWebhookUrl(options.webhookUrl);
+    if (agents === "all" && (await countAgentsUpTo(database.db, max + 1)) > max)
+      throw new AppError("too_many_agents", `there are more than ${max} agents: send agent_ids in pages of at most ${max} (GET /agents pages them)`, { max });
+    const ids = Array.from({ length: agents === "all" ? max : agents.ids.length }, newTaskId);
+    const outcome = await refreshAgents(database.db, {
+      agents,
+      newTaskIds: ids,
+      priority: options.priority,
+      webhookUrl: options.webhookUrl,
+      timeoutMs: config.taskTimeoutMs,
+      maxAttempts: config.maxAttempts,
+    });
+    const created = outcome.tasks.filter((t) => t.created).map((t) => t.task);
+    for (const task of created)
+      this.telemetry.enqueued({ task_id: task.task_id, agent_id: task.agent_id, priority: task.priority, request_id: options.requestId });
+    await this.dispatchNew(created.map((task) => ({ taskId: task.task_id, priority: task.priority, score: Date.parse(task.created_at) })));
+    return outcome;
+  }
+
+  /** The feature flag (AGENTQ_BACKGROUND_REFRESH_ENABLED) for the console's writes: checked before anything is written. */
+  private assertBackgroundEnabled() {
+    if (!this.deps.config.backgroundRefreshEnabled)
+      throw new AppError("background_refresh_disabled", "background refreshes are turned off on this deployment (AGENTQ_BACKGROUND_REFRESH_ENABLED=false)");
+  }
+
+  /** Dispatches new tasks in one round trip; if Redis is unreachable the reconciler dispatches them later. */
+  private dispatchNew(tasks: Parameters<Dispatcher["dispatch"]>[0]): Promise<void> {
+    return this.dispatcher
+      .dispatch(tasks)
+      .catch((error) => this.deps.logger.warn({ tasks: tasks.length, err: error }, "dispatch failed; the reconciler will dispatch the tasks"));
   }
 
   /** Queue position and completion estimate: one Redis round trip (src/queue/estimate.ts). */

@@ -21,17 +21,17 @@ export const RefreshQuery = t.Object(
   { additionalProperties: false },
 );
 
+export const WebhookUrl = t.String({
+  maxLength: 2048,
+  // No whitespace or control characters anywhere; the rest is checked by the SSRF guard (400 unsafe_webhook_url).
+  pattern: "^https?://[^\\s\\u0000-\\u001f\\u007f]+$",
+  description: "Told about the terminal status by a signed POST (docs/webhooks.md). https only, public addresses only.",
+});
+
 export const RefreshBody = t.Optional(
   t.Object(
     {
-      webhook_url: t.Optional(
-        t.String({
-          maxLength: 2048,
-          // No whitespace or control characters anywhere; the rest is checked by the SSRF guard (400 unsafe_webhook_url).
-          pattern: "^https?://[^\\s\\u0000-\\u001f\\u007f]+$",
-          description: "Told about the terminal status by a signed POST (docs/webhooks.md). https only, public addresses only.",
-        }),
-      ),
+      webhook_url: t.Optional(WebhookUrl),
       priority: t.Optional(PriorityT),
     },
     { additionalProperties: false },
@@ -60,6 +60,7 @@ export const Task = t.Object({
   timeout_ms: t.Integer(),
   lease_owner: t.Nullable(t.String({ description: "Worker holding the task while it runs" })),
   updated_at: Timestamp,
+  retry_of: t.Nullable(t.String({ description: "The failed, timed-out or cancelled task this one retries (POST /tasks/{task_id}/retry)" })),
   schedule_id: t.Nullable(t.String({ format: "uuid", description: "The schedule that enqueued this task" })),
 });
 

@@ -26,13 +26,20 @@ export interface TaskRecord {
   timeout_ms: number;
   lease_owner: string | null;
   updated_at: string;
+  /** The task this one retries (POST /tasks/{id}/retry), or null. */
+  retry_of: string | null;
   /** The schedule that enqueued this task, or null. */
   schedule_id: string | null;
 }
 
-export const TASK_COLUMNS = sql.raw(`task_id, agent_id, task_type, status, priority, created_at, started_at, completed_at,
-  result, error, webhook_url, webhook_retry_count, cancellation_requested, progress_percentage,
-  attempt, max_attempts, timeout_ms, lease_owner, updated_at, schedule_id`);
+/** The columns of a TaskRecord, in order. */
+export const TASK_COLUMN_NAMES = [
+  "task_id", "agent_id", "task_type", "status", "priority", "created_at", "started_at", "completed_at",
+  "result", "error", "webhook_url", "webhook_retry_count", "cancellation_requested", "progress_percentage",
+  "attempt", "max_attempts", "timeout_ms", "lease_owner", "updated_at", "retry_of", "schedule_id",
+] as const satisfies readonly (keyof TaskRecord)[];
+
+export const TASK_COLUMNS = sql.raw(TASK_COLUMN_NAMES.join(", "));
 
 export type RawTask = Record<string, unknown>;
 
