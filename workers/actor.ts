@@ -121,14 +121,16 @@ export class Actor {
     this.port.send({ type: "drained" });
   }
 
-  /** At most `free` ids: what is queued now (one round trip), else a blocking wait for one and a top-up. */
+  /**
+   * At most `free` ids: what is queued now (one round trip), else a blocking wait for one. The
+   * id a blocking wait returns is claimed at once (the pickup latency at low load); the next
+   * pass tops the other slots up.
+   */
   private async pop(free: number): Promise<Popped[]> {
     const taken = await this.deps.take(free);
     if (taken.length > 0 || this.draining) return taken;
     const first = await this.deps.waitForOne(this.settings.popTimeoutSeconds);
-    if (!first) return [];
-    const free2 = this.settings.concurrency - this.running.size - 1;
-    return free2 > 0 ? [first, ...(await this.deps.take(free2))] : [first];
+    return first ? [first] : [];
   }
 
   private async claimAndStart(popped: Popped[]) {
