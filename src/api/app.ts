@@ -19,6 +19,8 @@ import { scheduleRoutes } from "./schedules/index.ts";
 import { createMetrics } from "../metrics/registry.ts";
 import { httpTelemetry } from "../metrics/http.ts";
 import { swaggerUi } from "../dashboard/swaggerUi.ts";
+import { DashboardAuth } from "../dashboard/auth.ts";
+import { DASHBOARD_PATH, dashboardRoutes } from "../dashboard/index.ts";
 
 export const API_PREFIX = "/api/v1";
 
@@ -26,11 +28,13 @@ export const API_PREFIX = "/api/v1";
  * Authentication runs on request arrival, before routing, parsing and
  * validation: an unauthenticated caller learns nothing but 401.
  */
-function apiKeyGuard(deps: AppDeps) {
+function apiKeyGuard(deps: AppDeps, dashboard: DashboardAuth | null) {
   return async ({ request }: { request: Request }) => {
     const path = new URL(request.url).pathname;
     if (path !== API_PREFIX && !path.startsWith(`${API_PREFIX}/`)) return;
     const key = request.headers.get("x-api-key");
+    // The dashboard's pages call the API with their session cookie instead of a key (src/dashboard/auth.ts).
+    if (!key && dashboard?.hasSessionCookie(request)) return dashboard.authorizeApiRequest(request);
     if (!key) throw new AppError("unauthorized", "missing X-API-Key header");
     if (!(await deps.keys.verify(key))) throw new AppError("unauthorized", "unknown or revoked API key");
   };
@@ -95,6 +99,10 @@ const OPENAPI_SPEC_PATH = `${OPENAPI_PATH}/json`;
 
 export function createApp(appDeps: AppDeps) {
   const deps = { ...appDeps, metrics: appDeps.metrics ?? createMetrics({}, { processMetrics: false }) };
+  // AGENTQ_DASHBOARD_ENABLED=false: no /dashboard route, and no session cookie opens the API.
+  const dashboard = deps.config.dashboardEnabled
+    ? new DashboardAuth({ config: deps.config, redis: deps.redis, db: deps.database.db, keys: deps.keys })
+    : null;
   const api = new Elysia({ prefix: API_PREFIX })
     .use(taxonomyRoutes(deps))
     .use(documentRoutes(deps))
@@ -129,7 +137,7 @@ export function createApp(appDeps: AppDeps) {
         },
       }),
     )
-    .use(swaggerUi({ path: OPENAPI_PATH, specPath: OPENAPI_SPEC_PATH, title: "agentq" }))
+    .use(swaggerUi({ path: OPENAPI_PATH, specPath: OPENAPI_SPEC_PATH, title: "agentq", ...(dashboard ? { dashboardPath: DASHBOARD_PATH } : {}) }))
     .error({ AppError })
     .onError({ as: "global" }, ({ code, error, set, request }) => {
       let mapped: ReturnType<typeof toErrorResponse>;
@@ -152,7 +160,9 @@ export function createApp(appDeps: AppDeps) {
       if (mapped.status === 413) set.headers.connection = "close";
       return mapped.body;
     })
-    .onRequest(apiKeyGuard(deps))
+    .onRequest(apiKeyGuard(deps, dashboard))
+    // Before the JSON body parser: the dashboard's sign-in and sign-out forms are url-encoded.
+    .use(dashboardRoutes(deps, dashboard))
     .use(jsonBody(deps.config))
     .use(systemRoutes(deps))
     .use(api);

@@ -32,6 +32,7 @@ export const STATUS_OF: Record<ErrorCode, number> = {
   unsafe_webhook_url: 400,
   webhooks_not_configured: 400,
   unauthorized: 401,
+  forbidden: 403,
   not_found: 404,
   conflict: 409,
   payload_too_large: 413,

@@ -8,6 +8,7 @@ export type ErrorCode =
   | "unsupported_media_type"
   | "payload_too_large"
   | "unauthorized"
+  | "forbidden"
   | "not_found"
   | "conflict"
   | "unknown_taxonomy_node"

@@ -4,7 +4,9 @@
  * bundle built from src/dashboard/client. Building takes a few hundred milliseconds, so it
  * starts on first use (or at start-up: serveApi warms it) and is awaited by the pages.
  */
-import { AssetSet, bundleClient, readPackageFile } from "./assets.ts";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { AssetSet, bundleClient, CLIENT_DIR, readPackageFile } from "./assets.ts";
 
 export const SWAGGER_ASSETS_BASE = "/swagger/assets";
 export const DASHBOARD_ASSETS_BASE = "/dashboard/assets";
@@ -28,6 +30,7 @@ async function build(): Promise<UiAssets> {
   for (const file of SWAGGER_UI_FILES) swagger.add(file, readPackageFile("swagger-ui-dist", file));
   const client = await bundleClient(CLIENT_ENTRIES);
   for (const [name, bytes] of client) (name.startsWith("swagger.") ? swagger : dashboard).add(name, bytes);
+  dashboard.add("favicon.svg", new Uint8Array(readFileSync(join(CLIENT_DIR, "favicon.svg"))));
   const { version } = JSON.parse(new TextDecoder().decode(readPackageFile("swagger-ui-dist", "package.json"))) as { version: string };
   return { swagger, dashboard, swaggerUiVersion: version };
 }

@@ -9,6 +9,8 @@
  *   <prefix>:{coverage}:capacity                 hash supervisor id -> {"workers","busy","expires"} JSON
  *   <prefix>:{coverage}:runtimes                 list of recent run times (ms), newest first, capped
  *   <prefix>:{coverage}:lock:<job>               singleton locks (reconciler, retention)
+ *   <prefix>:dashboard:session:<sha256 of token> a dashboard session, JSON, expiring with it (src/dashboard/sessions.ts);
+ *                                                outside the {coverage} slot: no script touches it with the queue keys
  */
 import type { Priority } from "../core/tasks.ts";
 
@@ -22,6 +24,8 @@ export interface QueueKeys {
   capacity: string;
   runtimes: string;
   lock(job: string): string;
+  /** A dashboard session, by the SHA-256 (hex) of its cookie token. */
+  dashboardSession(tokenHash: string): string;
   /** Every key of this prefix (for cleanup in tests and tooling). */
   pattern: string;
 }
@@ -37,6 +41,7 @@ export function queueKeys(prefix: string): QueueKeys {
     capacity: `${base}:capacity`,
     runtimes: `${base}:runtimes`,
     lock: (job) => `${base}:lock:${job}`,
+    dashboardSession: (tokenHash) => `${prefix}:dashboard:session:${tokenHash}`,
     pattern: `${prefix}:*`,
   };
 }
