@@ -41,6 +41,9 @@ const cookieValue = (res: Response, name: string) => {
 };
 const setCookie = (res: Response, name: string) => res.headers.getSetCookie().find((c) => c.startsWith(`${name}=`)) ?? null;
 
+/** The error of a response in the API's error shape. */
+const errorOf = async (res: Response) => ((await res.json()) as { error: { code: string; message: string } }).error;
+
 const form = (fields: Record<string, string>) => new URLSearchParams(fields).toString();
 const FORM = { "content-type": "application/x-www-form-urlencoded" };
 
@@ -160,7 +163,7 @@ describe("sign-in", () => {
     });
     const res = await ctx.app.handle(new Request(`${ORIGIN}/dashboard/login`, { method: "POST", headers: { ...FORM, cookie }, body: streamed }));
     expect(res.status).toBe(413);
-    expect((await res.json()).error.code).toBe("payload_too_large");
+    expect((await errorOf(res)).code).toBe("payload_too_large");
   });
 
   test("after signing in, the browser goes only to a dashboard page of ours", () => {
@@ -213,7 +216,7 @@ describe("pages and the API with a session", () => {
     const json = { cookie: session, "content-type": "application/json" };
     const noToken = await send(ctx, "POST", "/api/v1/agents/from-taxonomy", { headers: json, body: JSON.stringify(agent) });
     expect(noToken.status).toBe(403);
-    expect((await noToken.json()).error).toEqual({ code: "forbidden", message: "a change made with a dashboard session needs its CSRF token in the x-csrf-token header" });
+    expect(await errorOf(noToken)).toEqual({ code: "forbidden", message: "a change made with a dashboard session needs its CSRF token in the x-csrf-token header" });
     const wrong = await send(ctx, "DELETE", "/api/v1/tasks/agent-coverage-x", { headers: { ...json, "x-csrf-token": "y".repeat(43) } });
     expect(wrong.status).toBe(403);
     const crossSite = await send(ctx, "DELETE", "/api/v1/tasks/agent-coverage-x", { headers: { ...json, "x-csrf-token": csrf, "sec-fetch-site": "cross-site" } });
@@ -229,7 +232,7 @@ describe("pages and the API with a session", () => {
     for (const cookie of ["agentq_session=", "agentq_session=short", `agentq_session=${"a".repeat(43)}`]) {
       const api = await send(ctx, "GET", "/api/v1/agents", { headers: { cookie } });
       expect(api.status).toBe(401);
-      expect((await api.json()).error.code).toBe("unauthorized");
+      expect((await errorOf(api)).code).toBe("unauthorized");
       expect((await send(ctx, "GET", "/dashboard", { headers: { cookie } })).status).toBe(303);
     }
   });
@@ -292,7 +295,7 @@ describe("AGENTQ_DASHBOARD_READ_ONLY", () => {
         body: "{}",
       });
       expect({ method, path, status: res.status }).toEqual({ method, path, status: 403 });
-      expect((await res.json()).error.message).toContain("read-only");
+      expect((await errorOf(res)).message).toContain("read-only");
     }
     // The API itself is unchanged for key holders.
     const byKey = await readOnly.request("DELETE", "tasks/agent-coverage-01a230cd-3722-74d7-8203-7882d615265b");
@@ -312,7 +315,7 @@ describe("AGENTQ_DASHBOARD_ENABLED=false", () => {
     const { session } = await signIn(ctx);
     const res = await send(disabled, "GET", "/api/v1/agents", { headers: { cookie: session } });
     expect(res.status).toBe(401);
-    expect((await res.json()).error.message).toBe("missing X-API-Key header");
+    expect((await errorOf(res)).message).toBe("missing X-API-Key header");
     // /swagger still works, without the dashboard link.
     const docs = await (await send(disabled, "GET", "/swagger")).text();
     expect(docs).not.toContain('href="/dashboard"');
