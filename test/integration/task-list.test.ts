@@ -10,6 +10,9 @@ import { createTestContext, type TestContext, type TestResponse } from "../helpe
 import { postAgent, postTaxonomy, taskInput, uuid } from "../helpers/fixtures.ts";
 import { insertTask, insertTasks } from "../../src/db/tasks/enqueue.ts";
 import type { Priority, TaskStatus } from "../../src/core/tasks.ts";
+import { listTasks, taskStats } from "../../src/db/tasks/list.ts";
+import { PgDialect } from "drizzle-orm/pg-core";
+import type { SQL } from "drizzle-orm";
 
 let ctx: TestContext;
 let root: string;
@@ -339,5 +342,68 @@ describe("GET /tasks/stats", () => {
     expect(body.oldest_pending.task_id).toBe(oldest);
     expect(body.oldest_pending.age_seconds).toBeGreaterThanOrEqual(89);
     expect(body.oldest_pending.age_seconds).toBeLessThan(200);
+  });
+});
+
+describe("the statements read index ranges, not the table", () => {
+  let plans: TestContext;
+  beforeAll(async () => {
+    plans = await createTestContext();
+    await postTaxonomy(plans, "1.0.0", [{ node_id: root, label: "root" }]);
+    const agent = (await postAgent(plans, { taxonomy_node_ids: [root], taxonomy_version: "1.0.0" })).agent_id;
+    // A day of retention: 60,000 ended tasks, a small backlog; then fresh statistics.
+    await plans.database.db.execute(sql`
+      insert into background_tasks (task_id, agent_id, status, priority, created_at, completed_at, dedupe)
+      select 'agent-coverage-' || gen_random_uuid(), ${agent}::uuid,
+        (array['completed', 'completed', 'completed', 'failed', 'timeout', 'cancelled'])[1 + i % 6],
+        (array['high', 'medium', 'low'])[1 + i % 3],
+        now() - i * interval '1440 milliseconds' - interval '1 second', now() - i * interval '1440 milliseconds', false
+      from generate_series(1, 60000) i`);
+    await plans.database.db.execute(sql`
+      insert into background_tasks (task_id, agent_id, status, priority, dedupe)
+      select 'agent-coverage-' || gen_random_uuid(), ${agent}::uuid, 'pending', 'medium', false from generate_series(1, 200)`);
+    await plans.database.db.execute(sql`analyze background_tasks`);
+  });
+  afterAll(() => plans.close());
+
+  /** The statement a function issues, captured instead of run. */
+  async function statementOf(call: (db: never) => Promise<unknown>): Promise<SQL> {
+    let captured: SQL | undefined;
+    const capturing = { execute: async (query: SQL) => { captured = query; throw new Error("captured"); } };
+    await call(capturing as never).catch(() => {});
+    return captured!;
+  }
+
+  interface PlanNode { "Node Type": string; "Index Name"?: string; "Relation Name"?: string; "Index Cond"?: string; Plans?: PlanNode[] }
+  const nodes = (n: PlanNode): PlanNode[] => [n, ...(n.Plans ?? []).flatMap(nodes)];
+
+  async function plan(query: SQL): Promise<PlanNode[]> {
+    const { sql: text, params } = new PgDialect().sqlToQuery(query);
+    const [row] = await plans.database.sql.unsafe(`explain (format json) ${text}`, params as never[]);
+    return nodes((row as { "QUERY PLAN": [{ Plan: PlanNode }] })["QUERY PLAN"][0].Plan);
+  }
+  const tableScans = (ns: PlanNode[]) => ns.filter((n) => n["Relation Name"] === "background_tasks");
+
+  test("a page is read in index order, at any depth: no sort, no sequential scan", async () => {
+    const first = await plan(await statementOf((db) => listTasks(db, {}, { limit: 50 })));
+    expect(first.some((n) => n["Node Type"] === "Sort")).toBe(false);
+    expect(tableScans(first).map((n) => [n["Node Type"], n["Index Name"]])).toEqual([["Index Scan", "background_tasks_created_task_idx"]]);
+    const deep = await plan(await statementOf((db) => listTasks(db, {}, { limit: 50, after: { createdAt: "2020-01-01T00:00:00.000000", taskId: "agent-coverage-x" } })));
+    expect(deep.some((n) => n["Node Type"] === "Sort")).toBe(false);
+    const [scan] = tableScans(deep);
+    expect(scan!["Index Name"]).toBe("background_tasks_created_task_idx");
+    expect(scan!["Index Cond"]).toContain("ROW(created_at, task_id) <");
+  });
+
+  test("the stats never scan the table: the backlog from the pending and running indexes, the last hour as a (status, completed_at) range per status", async () => {
+    const ns = await plan(await statementOf((db) => taskStats(db)));
+    const scans = tableScans(ns);
+    expect(scans.filter((n) => n["Node Type"] === "Seq Scan")).toEqual([]);
+    const indexes = ns.filter((n) => n["Index Name"]).map((n) => n["Index Name"]);
+    expect(indexes).toContain("background_tasks_pending_created_idx");
+    expect(indexes).toContain("background_tasks_running_lease_idx");
+    const ranges = ns.filter((n) => n["Index Name"] === "background_tasks_status_completed_idx").map((n) => n["Index Cond"]);
+    expect(ranges).toHaveLength(4);
+    for (const cond of ranges) expect(cond).toMatch(/^\(\(status = '(completed|failed|cancelled|timeout)'::text\) AND \(completed_at >= /);
   });
 });

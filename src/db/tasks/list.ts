@@ -57,7 +57,9 @@ export const whereClause = (conditions: SQL[]) => (conditions.length ? sql`where
 
 /**
  * One page of tasks, newest first (created_at desc, task_id desc), after `after` when given.
- * Reads `limit + 1` rows to know whether there is a next page. The row comparison
+ * Reads `limit + 1` rows to know whether there is a next page. `nulls last` is the index's
+ * order (the columns are never null): without it the planner cannot read the index in order
+ * and sorts the whole table for every page. The row comparison
  * `(created_at, task_id) < (...)` is a range of background_tasks_created_task_idx, so a page
  * deep in the list costs what the first one does (no OFFSET); tasks created meanwhile sort
  * before the position and never shift later pages.
@@ -74,7 +76,7 @@ export async function listTasks(
   const rows = await db.execute<RawTask & { position_at: string }>(
     sql`select ${SUMMARY_COLUMNS}, to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') as position_at
     from background_tasks ${whereClause(where)}
-    order by created_at desc, task_id desc
+    order by created_at desc nulls last, task_id desc nulls last
     limit ${page.limit + 1}::int`,
   );
   const more = rows.length > page.limit;
@@ -107,8 +109,8 @@ const emptyCounts = (): PriorityCounts => ({ high: 0, medium: 0, low: 0, total: 
  *   partial indexes on those statuses, so they cost the backlog, not the finished tasks kept
  *   for retention;
  * - tasks that ended in the last hour by status and priority: a range of
- *   background_tasks_status_completed_idx per terminal status (`completed_at >= now() - 1 h`);
- *   there is deliberately no count of every terminal task ever kept;
+ *   background_tasks_status_completed_idx per terminal status (`status = s and completed_at >=
+ *   now() - 1 h`); there is deliberately no count of every terminal task kept;
  * - the oldest pending task: the first entry of background_tasks_pending_created_idx.
  */
 export async function taskStats(db: DbOrTx): Promise<TaskStats> {
@@ -128,10 +130,17 @@ export async function taskStats(db: DbOrTx): Promise<TaskStats> {
       union all
       select 'running' as status, priority, count(*)::int as n from background_tasks where status = 'running' group by priority
     ), recent as (
-      select status, priority, count(*)::int as n from background_tasks
-      where status in ('completed', 'failed', 'cancelled', 'timeout')
-        and completed_at >= now() - ${STATS_WINDOW_SECONDS}::int * interval '1 second'
-      group by status, priority
+      -- One arm per status: each is a (status = s, completed_at >= since) range of the partial index
+      -- on terminal statuses. (All four in one IN list would equal the index's predicate: the
+      -- planner then drops the status condition and reads the whole index for the time range.)
+      ${sql.join(
+        TERMINAL_STATUSES.map(
+          (status) => sql`select ${sql.raw(`'${status}'`)} as status, priority, count(*)::int as n from background_tasks
+            where status = ${sql.raw(`'${status}'`)} and completed_at >= now() - ${STATS_WINDOW_SECONDS}::int * interval '1 second'
+            group by priority`,
+        ),
+        sql` union all `,
+      )}
     ), oldest as (
       select task_id, created_at from background_tasks
       where status = 'pending'
