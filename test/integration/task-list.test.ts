@@ -380,7 +380,7 @@ describe("the statements read index ranges, not the table", () => {
   async function plan(query: SQL): Promise<PlanNode[]> {
     const { sql: text, params } = new PgDialect().sqlToQuery(query);
     const [row] = await plans.database.sql.unsafe(`explain (format json) ${text}`, params as never[]);
-    return nodes((row as { "QUERY PLAN": [{ Plan: PlanNode }] })["QUERY PLAN"][0].Plan);
+    return nodes((row as unknown as { "QUERY PLAN": [{ Plan: PlanNode }] })["QUERY PLAN"][0].Plan);
   }
   const tableScans = (ns: PlanNode[]) => ns.filter((n) => n["Relation Name"] === "background_tasks");
 
