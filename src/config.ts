@@ -15,7 +15,7 @@ export const ConfigSchema = t.Object({
   port: t.Integer({ minimum: 0, maximum: 65535 }),
   /** Live event streams (SSE): a `: ping` comment this often on every open stream. */
   sseHeartbeatMs: t.Integer({ minimum: 50, maximum: 300_000 }),
-  /** Bytes waiting for one SSE client, at most; a client that lets more pile up is dropped. */
+  /** An SSE client with more than this many bytes still unread from earlier bursts is dropped (src/api/events/hub.ts). */
   sseClientBufferBytes: t.Integer({ minimum: 4096, maximum: 16 * 1024 * 1024 }),
   /** Open SSE streams per API process, at most; more are refused with 503. */
   sseMaxClients: t.Integer({ minimum: 1, maximum: 1_000_000 }),

@@ -17,6 +17,7 @@ import { taskRoutes } from "./tasks/index.ts";
 import { taskConsoleRoutes } from "./tasks/console.ts";
 import { scheduleRoutes } from "./schedules/index.ts";
 import { createMetrics } from "../metrics/registry.ts";
+import { eventRoutes, liveEventParts } from "./events/index.ts";
 import { httpTelemetry } from "../metrics/http.ts";
 import { swaggerUi } from "../dashboard/swaggerUi.ts";
 import { DashboardAuth } from "../dashboard/auth.ts";
@@ -98,6 +99,9 @@ const OPENAPI_PATH = "/swagger";
 const OPENAPI_SPEC_PATH = `${OPENAPI_PATH}/json`;
 
 export function createApp(appDeps: AppDeps) {
+  // Live events (SSE): this process's publisher (new and cancelled tasks) and its hub of streams.
+  const live = liveEventParts(appDeps);
+  appDeps = { ...appDeps, taskEvents: live.taskEvents, liveEvents: live.liveEvents };
   const deps = { ...appDeps, metrics: appDeps.metrics ?? createMetrics({}, { processMetrics: false }) };
   // AGENTQ_DASHBOARD_ENABLED=false: no /dashboard route, and no session cookie opens the API.
   const dashboard = deps.config.dashboardEnabled
@@ -114,7 +118,7 @@ export function createApp(appDeps: AppDeps) {
   const root = new Elysia({ name: "agentq", normalize: false });
   // Request ids, request logs and HTTP metrics (by route template): src/metrics/http.ts.
   const http = httpTelemetry(deps.metrics, deps.logger, () => root.routes);
-  return root
+  const app = root
     .onRequest(http.onRequest)
     .onRequest(securityHeaders)
     .onAfterResponse({ as: "global" }, http.onAfterResponse)
@@ -165,7 +169,16 @@ export function createApp(appDeps: AppDeps) {
     .use(dashboardRoutes(deps, dashboard))
     .use(jsonBody(deps.config))
     .use(systemRoutes(deps))
-    .use(api);
+    .use(api)
+    .use(new Elysia({ prefix: API_PREFIX }).use(eventRoutes({ ...deps, liveEvents: live.liveEvents })));
+  // A graceful server.stop() waits for every open response, and a live-event stream ends only
+  // when its client leaves: the streams are ended (connections reset) first.
+  const stop = app.stop;
+  app.stop = (closeActiveConnections?: boolean) => {
+    live.close();
+    return stop(closeActiveConnections);
+  };
+  return app;
 }
 
 export type App = ReturnType<typeof createApp>;

@@ -5,6 +5,8 @@ import type { Config } from "../config.ts";
 import type { Database } from "../db/client.ts";
 import type { KeyVerifier } from "../auth/apiKeys.ts";
 import type { Metrics } from "../metrics/registry.ts";
+import type { TaskEventPublisher } from "../queue/taskEvents.ts";
+import type { LiveEvents } from "./events/hub.ts";
 
 export interface AppDeps {
   config: Config;
@@ -16,4 +18,8 @@ export interface AppDeps {
   metrics?: Metrics;
   /** True while the process drains: /readyz answers 503. */
   isDraining?: () => boolean;
+  /** Publishes this process's live task events (pending, cancelled); createApp makes one on `redis` if absent. */
+  taskEvents?: TaskEventPublisher;
+  /** The SSE hub of this process (src/api/events/hub.ts); createApp makes one (and its subscription) if absent. */
+  liveEvents?: LiveEvents;
 }

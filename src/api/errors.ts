@@ -40,6 +40,7 @@ export const STATUS_OF: Record<ErrorCode, number> = {
   taxonomy_cycle: 422,
   dependency_unavailable: 503,
   background_refresh_disabled: 503,
+  too_many_streams: 503,
 };
 
 export interface ErrorResponse {

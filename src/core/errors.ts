@@ -18,7 +18,8 @@ export type ErrorCode =
   | "dependency_unavailable"
   | "unsafe_webhook_url"
   | "webhooks_not_configured"
-  | "background_refresh_disabled";
+  | "background_refresh_disabled"
+  | "too_many_streams";
 
 export class AppError extends Error {
   constructor(

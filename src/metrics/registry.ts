@@ -306,6 +306,17 @@ export function createMetrics(sources: MetricSources = {}, options: MetricsOptio
       buckets: HTTP_SECONDS_BUCKETS,
       registers,
     }),
+
+    sseStreams: new Gauge({
+      name: "agentq_sse_streams",
+      help: "Live event streams (SSE) open on this API process.",
+      registers,
+    }),
+    sseClientsDropped: new Counter({
+      name: "agentq_sse_clients_dropped_total",
+      help: "SSE clients disconnected for letting more than AGENTQ_SSE_CLIENT_BUFFER_BYTES of events wait unread.",
+      registers,
+    }),
   };
 
   metrics.buildInfo.set({ version: pkg.version, bun_version: Bun.version }, 1);

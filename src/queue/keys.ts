@@ -6,6 +6,8 @@
  *   <prefix>:{coverage}:queue:high|medium|low   sorted sets of pending task ids, score = enqueue time (ms)
  *   <prefix>:{coverage}:cancel                   pub/sub channel: ids of tasks to cancel
  *   <prefix>:{coverage}:api-key-revoked          pub/sub channel: JSON arrays of revoked API key ids (src/queue/keyRevocations.ts)
+ *   <prefix>:{coverage}:task-events              pub/sub channel: live task events, "<first id> <JSON array>" (src/queue/taskEvents.ts)
+ *   <prefix>:{coverage}:task-events:seq          counter: the last task event id given out (INCRBY per batch)
  *   <prefix>:{coverage}:capacity                 hash supervisor id -> {"workers","busy","expires"} JSON
  *   <prefix>:{coverage}:runtimes                 list of recent run times (ms), newest first, capped
  *   <prefix>:{coverage}:lock:<job>               singleton locks (reconciler, retention)
@@ -21,6 +23,10 @@ export interface QueueKeys {
   cancelChannel: string;
   /** Pub/sub channel on which a revoke tells every API process to drop the key from its cache. */
   apiKeyRevokedChannel: string;
+  /** Pub/sub channel of live task events (progress and status changes), read by every API process. */
+  taskEventsChannel: string;
+  /** Counter giving task events their ids: one INCRBY per published batch. */
+  taskEventSeq: string;
   capacity: string;
   runtimes: string;
   lock(job: string): string;
@@ -38,6 +44,8 @@ export function queueKeys(prefix: string): QueueKeys {
     queues: [queue("high"), queue("medium"), queue("low")],
     cancelChannel: `${base}:cancel`,
     apiKeyRevokedChannel: `${base}:api-key-revoked`,
+    taskEventsChannel: `${base}:task-events`,
+    taskEventSeq: `${base}:task-events:seq`,
     capacity: `${base}:capacity`,
     runtimes: `${base}:runtimes`,
     lock: (job) => `${base}:lock:${job}`,

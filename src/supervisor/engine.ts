@@ -11,6 +11,8 @@ import { Reconciler } from "./reconciler.ts";
 import { Dispatcher } from "../queue/dispatch.ts";
 import { queueKeys } from "../queue/keys.ts";
 import { WebhookSender } from "../webhooks/sender.ts";
+import { TaskEventPublisher } from "../queue/taskEvents.ts";
+import { relayTaskEvents } from "./taskEventRelay.ts";
 import { Scheduler } from "../schedules/scheduler.ts";
 
 export interface Engine {
@@ -18,6 +20,8 @@ export interface Engine {
   reconciler: Reconciler;
   /** Null when no webhook secret is configured (deliveries then wait in the outbox) or webhooks are off. */
   webhooks: WebhookSender | null;
+  /** Publishes this process's live task events (supervisor and reconciler), one message per batch. */
+  taskEvents: TaskEventPublisher;
   /** Fires due schedule slots (src/schedules/scheduler.ts); null when turned off. */
   scheduler: Scheduler | null;
   stop(): Promise<void>;
@@ -59,12 +63,16 @@ export async function startEngine(runtime: Omit<Runtime, "close">, options: Engi
     metrics: runtime.metrics,
   });
   if (options.observe) supervisor.on(options.observe);
+  // Live task events for SSE clients of every API process (src/queue/taskEvents.ts).
+  const taskEvents = new TaskEventPublisher(redis, queueKeys(config.redisPrefix), { logger });
+  supervisor.on(relayTaskEvents(taskEvents));
   const reconciler = new Reconciler({
     config,
     database,
     logger,
     dispatcher: new Dispatcher(redis, queueKeys(config.redisPrefix)),
     metrics: runtime.metrics,
+    taskEvents,
   });
   // Every supervisor runs one; PostgreSQL's row locks and compare-and-set make each slot fire once.
   const scheduler =
@@ -80,6 +88,7 @@ export async function startEngine(runtime: Omit<Runtime, "close">, options: Engi
   } catch (error) {
     await supervisor.stop().catch(() => {});
     subscriber.disconnect();
+    await taskEvents.close(0);
     throw error;
   }
   if (options.reconcile !== false) reconciler.start();
@@ -90,12 +99,14 @@ export async function startEngine(runtime: Omit<Runtime, "close">, options: Engi
     reconciler,
     webhooks,
     scheduler,
+    taskEvents,
     async stop() {
       await scheduler?.stop();
       await webhooks?.stop();
       await reconciler.stop();
       await supervisor.stop();
       subscriber.disconnect();
+      await taskEvents.close();
     },
   };
 }

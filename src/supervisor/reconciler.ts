@@ -18,6 +18,7 @@ import type { Dispatcher } from "../queue/dispatch.ts";
 import type { Config } from "../config.ts";
 import { createMetrics, type Metrics } from "../metrics/registry.ts";
 import { TaskTelemetry } from "../metrics/taskEvents.ts";
+import type { TaskEventPublisher } from "../queue/taskEvents.ts";
 
 const RETENTION_LOCK_KEY = 7_264_110_232;
 const RETENTION_EVERY_MS = 3600_000;
@@ -41,7 +42,15 @@ export class Reconciler {
   private readonly telemetry: TaskTelemetry;
 
   constructor(
-    private readonly deps: { config: Config; database: Database; dispatcher: Dispatcher; logger: Logger; metrics?: Metrics },
+    private readonly deps: {
+      config: Config;
+      database: Database;
+      dispatcher: Dispatcher;
+      logger: Logger;
+      metrics?: Metrics;
+      /** Live task events: what a lapsed lease became (pending or failed). */
+      taskEvents?: TaskEventPublisher;
+    },
     private readonly onReport?: (report: ReconcileReport) => void,
   ) {
     this.telemetry = new TaskTelemetry(deps.metrics ?? createMetrics({}, { processMetrics: false }), deps.logger);
@@ -114,7 +123,17 @@ export class Reconciler {
   /** Leases that lapsed: back to pending (recovered), or ended failed / cancelled. */
   private recordExpired(expired: readonly Redispatch[]) {
     this.telemetry.leaseExpired(expired.length);
+    const at = new Date().toISOString();
     for (const t of expired) {
+      this.deps.taskEvents?.publish({
+        type: "status",
+        task_id: t.task_id,
+        agent_id: t.agent_id,
+        status: t.status,
+        percent: t.status === "pending" ? 0 : null,
+        attempt: t.attempt,
+        at,
+      });
       if (t.status === "pending") this.telemetry.retried({ ...ref(t), reason: "lease_expired" });
       else if (t.status === "failed")
         this.telemetry.finished({ ...ref(t), outcome: "failed", error: "gave up after attempts: lease expired (owner died)" });

@@ -24,7 +24,7 @@ import { queueKeys, type QueueKeys } from "../queue/keys.ts";
 import { subscribeCancels } from "../queue/cancelBus.ts";
 import { assertNever, type WorkerMessage, type WorkerSettings } from "../protocol/messages.ts";
 import type { Config } from "../config.ts";
-import type { Priority } from "../core/tasks.ts";
+import type { Priority, TaskStatus } from "../core/tasks.ts";
 import { createMetrics, type Metrics, type MetricSources } from "../metrics/registry.ts";
 import { TaskTelemetry, type TaskRef } from "../metrics/taskEvents.ts";
 import { WorkerPool, type RunningTask, type Slot } from "./pool.ts";
@@ -212,9 +212,11 @@ export class Supervisor {
         return;
       case "started":
         return this.onStarted(slot, message);
-      case "progress":
-        this.emit({ type: "task_progress", taskId: message.taskId, percent: message.percent });
+      case "progress": {
+        const task = slot.tasks.get(message.taskId);
+        this.emit({ type: "task_progress", taskId: message.taskId, percent: message.percent, agentId: task?.agentId, attempt: task?.attempt });
         return;
+      }
       case "completed":
       case "failed":
       case "cancelled":
@@ -223,7 +225,15 @@ export class Supervisor {
         const task = slot.tasks.get(message.taskId) ?? null;
         if (task) this.forget(slot, task);
         this.recordEnd(message, refOf(task, slot.id, message.taskId));
-        this.emit({ type: "task_finished", taskId: message.taskId, outcome: message.type, workerId: slot.id });
+        this.emit({
+          type: "task_finished",
+          taskId: message.taskId,
+          outcome: message.type,
+          workerId: slot.id,
+          agentId: task?.agentId,
+          attempt: task?.attempt,
+          status: statusAfter(message),
+        });
         return;
       }
       case "drained":
@@ -260,7 +270,7 @@ export class Supervisor {
       priority: task.priority,
       wait_ms: Math.round(message.waitMs),
     });
-    this.emit({ type: "task_started", taskId: task.taskId, workerId: slot.id });
+    this.emit({ type: "task_started", taskId: task.taskId, workerId: slot.id, agentId: task.agentId, attempt: task.attempt });
     // A cancel that arrived between the claim and this message.
     if (this.earlyCancels.delete(task.taskId)) this.stopTask(slot, task, "cancelled");
     // Claimed while the drain was stopping everything: it is handed back as well.
@@ -370,7 +380,8 @@ export class Supervisor {
     const ref = { ...refOf(task, slot.id, task.taskId), reason: "thread terminated" };
     const t = this.telemetry;
     let outcome: SupervisorTaskOutcome = "released";
-    if (stop.how === "stopped" && stop.reason === "cancelled") outcome = "cancelled"; // counted by the API's cancel
+    const cancelled = stop.how === "stopped" && stop.reason === "cancelled";
+    if (cancelled) outcome = "cancelled"; // counted by the API's cancel
     else if (!settled) t.released({ ...ref, reason: "lease_lost" });
     else if (settled.status === "timeout") {
       outcome = "timed_out";
@@ -382,7 +393,15 @@ export class Supervisor {
       if (stop.how === "thread_crashed") t.retried({ ...ref, reason: "thread_crash", error: settled.error ?? undefined });
       else t.handedBack(ref);
     }
-    this.emit({ type: "task_finished", taskId: task.taskId, outcome, workerId: "supervisor" });
+    this.emit({
+      type: "task_finished",
+      taskId: task.taskId,
+      outcome,
+      workerId: "supervisor",
+      agentId: task.agentId,
+      attempt: settled?.attempt ?? task.attempt,
+      status: cancelled ? "cancelled" : (settled?.status ?? null),
+    });
   }
 
   /**
@@ -449,11 +468,32 @@ function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T> {
 
 type SupervisorTaskOutcome = "completed" | "failed" | "cancelled" | "timed_out" | "released";
 
+/** The task's status once an actor's message says it left (null: the actor wrote nothing). */
+function statusAfter(message: Extract<WorkerMessage, { type: "completed" | "failed" | "cancelled" | "timed_out" | "released" }>): TaskStatus | null {
+  switch (message.type) {
+    case "completed":
+    case "failed":
+    case "cancelled":
+      return message.type;
+    case "timed_out":
+      return "timeout";
+    case "released":
+      return message.status === "unchanged" ? null : message.status;
+    default:
+      return assertNever(message);
+  }
+}
+
 export type SupervisorEvent =
   | { type: "worker_ready"; workerId: string }
   | { type: "worker_crashed"; workerId: string; code: number }
   | { type: "worker_replaced"; workerId: string }
   | { type: "worker_drained"; workerId: string }
-  | { type: "task_started"; taskId: string; workerId: string }
-  | { type: "task_progress"; taskId: string; percent: number }
-  | { type: "task_finished"; taskId: string; outcome: SupervisorTaskOutcome; workerId: string };
+  | { type: "task_started"; taskId: string; workerId: string; agentId: string; attempt: number }
+  /** agentId and attempt are absent when the task is not (or no longer) known to be on that thread. */
+  | { type: "task_progress"; taskId: string; percent: number; agentId?: string; attempt?: number }
+  /**
+   * `status`: the task's status in PostgreSQL after this ending, as written by the actor, the
+   * supervisor or (`cancelled`) the API's DELETE; null when nothing was written (a lost lease).
+   */
+  | { type: "task_finished"; taskId: string; outcome: SupervisorTaskOutcome; workerId: string; agentId?: string; attempt?: number; status: TaskStatus | null };

@@ -11,7 +11,7 @@ import { requestCancel } from "../db/tasks/cancel.ts";
 import type { InsertOutcome } from "../db/tasks/enqueue.ts";
 import { TaskInsertBatcher } from "./insertBatcher.ts";
 import { isForeignKeyViolation } from "../db/errors.ts";
-import { isTerminal, newTaskId, type Priority } from "../core/tasks.ts";
+import { isTerminal, newTaskId, type Priority, type TaskStatus } from "../core/tasks.ts";
 import { AppError, notFound } from "../core/errors.ts";
 import { checkWebhookUrl, UnsafeUrlError } from "../webhooks/urlSafety.ts";
 import { Dispatcher } from "../queue/dispatch.ts";
@@ -20,6 +20,7 @@ import { queueKeys, type QueueKeys } from "../queue/keys.ts";
 import { QueueEstimator, type QueueSnapshot } from "../queue/estimate.ts";
 import { createMetrics, type Metrics } from "../metrics/registry.ts";
 import { TaskTelemetry } from "../metrics/taskEvents.ts";
+import type { TaskEventPublisher } from "../queue/taskEvents.ts";
 import { retryMatching, retryTask, type RetriedTask, type RetryableStatus } from "../db/tasks/retry.ts";
 import type { TaskFilter } from "../db/tasks/list.ts";
 import { countAgentsUpTo, refreshAgents } from "../db/tasks/bulkRefresh.ts";
@@ -64,7 +65,15 @@ export class TaskService {
   readonly inserter: TaskInsertBatcher;
 
   constructor(
-    private readonly deps: { config: Config; database: Database; redis: Redis; logger: Logger; metrics?: Metrics },
+    private readonly deps: {
+      config: Config;
+      database: Database;
+      redis: Redis;
+      logger: Logger;
+      metrics?: Metrics;
+      /** Live task events (src/queue/taskEvents.ts): a new task is pending, a cancel wrote cancelled. */
+      taskEvents?: TaskEventPublisher;
+    },
   ) {
     this.keys = queueKeys(deps.config.redisPrefix);
     this.dispatcher = new Dispatcher(deps.redis, this.keys);
@@ -106,7 +115,10 @@ export class TaskService {
       throw error;
     }
     const { task, created } = inserted;
-    if (created) this.telemetry.enqueued({ task_id: task.task_id, agent_id: task.agent_id, priority: task.priority, request_id: options.requestId });
+    if (created) {
+      this.telemetry.enqueued({ task_id: task.task_id, agent_id: task.agent_id, priority: task.priority, request_id: options.requestId });
+      this.publishStatus(task.task_id, task.agent_id, "pending", 0, task.attempt);
+    }
     // Issued together so they share one Redis round trip: the dispatch's ZADD goes out first and the
     // estimate's one script right behind it on the same connection, so the script sees the ZADD.
     const dispatched = created
@@ -138,6 +150,7 @@ export class TaskService {
     const ref = { task_id: taskId, agent_id: outcome.agent_id, priority: outcome.priority, worker_id: outcome.lease_owner ?? undefined };
     const ranMs = outcome.ran_ms === null ? undefined : Math.max(0, Math.round(Number(outcome.ran_ms)));
     this.telemetry.finished({ ...ref, outcome: "cancelled", duration_ms: ranMs }, outcome.previous);
+    this.publishStatus(taskId, outcome.agent_id, "cancelled", outcome.progress_percentage, outcome.attempt);
     // Then its id leaves Redis (pending), or its actor hears it and aborts the task and its SQL (running).
     // Redis being down changes neither: a stale id is dropped at its claim, and a running task's
     // supervisor finds its lease gone at the next renewal.
@@ -235,6 +248,11 @@ export class TaskService {
     return this.dispatcher
       .dispatch(tasks)
       .catch((error) => this.deps.logger.warn({ tasks: tasks.length, err: error }, "dispatch failed; the reconciler will dispatch the tasks"));
+  }
+
+  /** Queued for the next live-event message of this process (no round trip of its own). */
+  private publishStatus(taskId: string, agentId: string, status: TaskStatus, percent: number, attempt: number) {
+    this.deps.taskEvents?.publish({ type: "status", task_id: taskId, agent_id: agentId, status, percent, attempt, at: new Date().toISOString() });
   }
 
   /** Queue position and completion estimate: one Redis round trip (src/queue/estimate.ts). */

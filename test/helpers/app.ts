@@ -95,6 +95,11 @@ export async function createTestContext(overrides: Partial<Config> = {}, options
     if (body !== undefined) headers["content-type"] = "application/json";
     Object.assign(headers, options.headers);
     const res = await app.handle(new Request(url, { method, headers, body }));
+    // A live event stream (SSE) never ends by itself: its status and headers are the answer.
+    if (res.headers.get("content-type")?.startsWith("text/event-stream")) {
+      await res.body?.cancel();
+      return { status: res.status, headers: res.headers, body: undefined, text: "" };
+    }
     const text = await res.text();
     let parsed: unknown = undefined;
     try {

@@ -15,6 +15,9 @@ export interface CancelOutcome {
   lease_owner: string | null;
   /** How long the cancelled task had been running, in ms (null if it was pending). */
   ran_ms: number | null;
+  /** Its progress and claims so far (for the live `cancelled` event). */
+  progress_percentage: number;
+  attempt: number;
 }
 
 /**
@@ -32,6 +35,8 @@ export async function requestCancel(db: DbOrTx, taskId: string): Promise<CancelO
     agent_id: string;
     lease_owner: string | null;
     ran_ms: number | null;
+    progress_percentage: number;
+    attempt: number;
   }>(
     db,
     sql`
@@ -45,7 +50,7 @@ export async function requestCancel(db: DbOrTx, taskId: string): Promise<CancelO
         updated_at = case when prev.status in ('pending', 'running') then now() else t.updated_at end
     from prev where t.task_id = prev.task_id
     returning prev.status as previous, t.status, t.priority, t.agent_id, prev.lease_owner,
-      (extract(epoch from now() - prev.started_at) * 1000)::float8 as ran_ms`,
+      (extract(epoch from now() - prev.started_at) * 1000)::float8 as ran_ms, t.progress_percentage, t.attempt`,
   );
   return rows[0] ?? null;
 }
