@@ -11,7 +11,7 @@
 import { sql } from "drizzle-orm";
 import type { Logger } from "pino";
 import type { Database } from "../db/client.ts";
-import { requeueExpiredLeases, stalePendingTasks, type PendingCursor } from "../db/tasks/recovery.ts";
+import { requeueExpiredLeases, stalePendingTasks, stillPending, type PendingCursor } from "../db/tasks/recovery.ts";
 import type { Redispatch } from "../db/tasks/records.ts";
 import { deleteExpired } from "../db/retention.ts";
 import type { Dispatcher } from "../queue/dispatch.ts";
@@ -110,7 +110,10 @@ export class Reconciler {
     for (;;) {
       const page = await stalePendingTasks(database.db, config.stalePendingMs, { after, limit: STALE_PAGE });
       const queued = await dispatcher.queuedAmong(page.tasks.map((t) => ({ taskId: t.task_id, priority: t.priority })));
-      const lost = page.tasks.filter((_, i) => !queued[i]);
+      const missing = page.tasks.filter((_, i) => !queued[i]);
+      // Missing from Redis may mean popped a moment ago and claimed since: ask PostgreSQL again.
+      const pending = await stillPending(database.db, missing.map((t) => t.task_id));
+      const lost = missing.filter((t) => pending.has(t.task_id));
       await dispatcher.dispatch(lost.map(toDispatchable));
       for (const t of lost) this.telemetry.redispatched(ref(t));
       report.redispatched += lost.length;

@@ -12,7 +12,7 @@ import { getTask } from "../../src/db/tasks/records.ts";
 import { insertTask, type NewTask } from "../../src/db/tasks/enqueue.ts";
 import { recordProgress, renewLeases } from "../../src/db/tasks/leases.ts";
 import { requestCancel } from "../../src/db/tasks/cancel.ts";
-import { requeueExpiredLeases, stalePendingTasks } from "../../src/db/tasks/recovery.ts";
+import { requeueExpiredLeases, stalePendingTasks, stillPending } from "../../src/db/tasks/recovery.ts";
 import { listCoverageHistory } from "../../src/db/coverageHistory.ts";
 import { deleteExpired } from "../../src/db/retention.ts";
 import type { CoverageResult } from "../../src/coverage/meter.ts";
@@ -278,4 +278,11 @@ test("one settle batch with two completions of one agent: both history rows, the
   await settleTask(db(), late.taskId, late.leaseToken, { kind: "completed", result: { ...at(500), overall_coverage: 50 } });
   expect(await historyRows(late.taskId)).toBe(1);
   expect(await figures()).toBe(80);
+});
+
+test("stillPending keeps only the tasks no one has claimed since (the reconciler's second look before a re-dispatch)", async () => {
+  const waiting = await insertTask(db(), newTask());
+  const claimed = await running();
+  expect(await stillPending(db(), [waiting.task.task_id, claimed.taskId, "agent-coverage-unknown"])).toEqual(new Set([waiting.task.task_id]));
+  expect(await stillPending(db(), [])).toEqual(new Set());
 });

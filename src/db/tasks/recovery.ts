@@ -7,6 +7,7 @@ import type { DbOrTx } from "../client.ts";
 import { toIso } from "../values.ts";
 import type { RawTask, Redispatch } from "./records.ts";
 import { endingAssignments } from "./settle.ts";
+import { toPgArray } from "../taxonomy.ts";
 import { endingFor } from "../../core/settle.ts";
 
 /**
@@ -69,4 +70,16 @@ export async function stalePendingTasks(
     tasks: rows.map(({ cursor_created_at: _, ...r }) => ({ ...(r as unknown as Redispatch), created_at: toIso(r.created_at as string) })),
     next: last && rows.length >= limit ? { createdAt: last.cursor_created_at as string, taskId: last.task_id as string } : null,
   };
+}
+
+/**
+ * Which of `taskIds` are still pending. The reconciler asks it after Redis said their ids are in
+ * no queue: an actor may have popped one between the page's read and that check, and claimed it
+ * since (it is running now, and must not be dispatched again or counted as recovered).
+ */
+export async function stillPending(db: DbOrTx, taskIds: readonly string[]): Promise<Set<string>> {
+  if (taskIds.length === 0) return new Set();
+  const rows = await db.execute<{ task_id: string }>(sql`
+    select task_id from background_tasks where task_id = any(${toPgArray(taskIds)}::text[]) and status = 'pending'`);
+  return new Set(rows.map((r) => r.task_id));
 }
