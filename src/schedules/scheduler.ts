@@ -25,6 +25,7 @@ import { toIso } from "../db/values.ts";
 import type { Dispatcher } from "../queue/dispatch.ts";
 import { newTaskId } from "../core/tasks.ts";
 import { createMetrics, type Metrics } from "../metrics/registry.ts";
+import { PeriodicPass } from "../supervisor/periodic.ts";
 import { TaskTelemetry } from "../metrics/taskEvents.ts";
 import { nextRunAfter } from "./timing.ts";
 
@@ -40,8 +41,7 @@ export interface SchedulerDeps {
 }
 
 export class Scheduler {
-  private timer: ReturnType<typeof setTimeout> | undefined;
-  private running: Promise<void> | null = null;
+  private readonly periodic: PeriodicPass;
   private stopped = true;
   private readonly telemetry: TaskTelemetry;
 
@@ -51,21 +51,12 @@ export class Scheduler {
     private readonly onFired?: (fired: FiredSlot[]) => void,
   ) {
     this.telemetry = new TaskTelemetry(deps.metrics ?? createMetrics({}, { processMetrics: false }), deps.logger);
+    this.periodic = new PeriodicPass(() => deps.config.scheduleEveryMs, () => this.tick());
   }
 
   start() {
     this.stopped = false;
-    this.schedule(0);
-  }
-
-  private schedule(delay: number) {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      this.running = this.tick().finally(() => {
-        this.running = null;
-        this.schedule(this.deps.config.scheduleEveryMs);
-      });
-    }, delay);
+    this.periodic.start();
   }
 
   private async tick() {
@@ -129,7 +120,6 @@ export class Scheduler {
 
   async stop() {
     this.stopped = true;
-    clearTimeout(this.timer);
-    await this.running;
+    await this.periodic.stop();
   }
 }

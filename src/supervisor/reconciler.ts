@@ -17,6 +17,7 @@ import { deleteExpired } from "../db/retention.ts";
 import type { Dispatcher } from "../queue/dispatch.ts";
 import type { Config } from "../config.ts";
 import { createMetrics, type Metrics } from "../metrics/registry.ts";
+import { PeriodicPass } from "./periodic.ts";
 import { TaskTelemetry } from "../metrics/taskEvents.ts";
 import type { TaskEventPublisher } from "../queue/taskEvents.ts";
 
@@ -33,10 +34,8 @@ export interface ReconcileReport {
 }
 
 export class Reconciler {
-  private timer: ReturnType<typeof setTimeout> | undefined;
-  private running: Promise<void> | null = null;
+  private readonly periodic: PeriodicPass;
   private lastRetention = 0;
-  private stopped = true;
   /** Set by stop(): a pass in progress ends after its current page. */
   private halted = false;
   private readonly telemetry: TaskTelemetry;
@@ -54,22 +53,12 @@ export class Reconciler {
     private readonly onReport?: (report: ReconcileReport) => void,
   ) {
     this.telemetry = new TaskTelemetry(deps.metrics ?? createMetrics({}, { processMetrics: false }), deps.logger);
+    this.periodic = new PeriodicPass(() => deps.config.reconcileEveryMs, () => this.tick());
   }
 
   start() {
-    this.stopped = false;
     this.halted = false;
-    this.schedule(0);
-  }
-
-  private schedule(delay: number) {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      this.running = this.tick().finally(() => {
-        this.running = null;
-        this.schedule(this.deps.config.reconcileEveryMs);
-      });
-    }, delay);
+    this.periodic.start();
   }
 
   private async tick() {
@@ -157,10 +146,8 @@ export class Reconciler {
   }
 
   async stop() {
-    this.stopped = true;
     this.halted = true;
-    clearTimeout(this.timer);
-    await this.running;
+    await this.periodic.stop();
   }
 }
 
