@@ -60,7 +60,15 @@ interface RunningTask {
 }
 
 export class Actor {
+  /** Tasks whose handler runs: the slots. */
   private readonly running = new Map<string, RunningTask>();
+  /**
+   * Tasks whose handler is done and whose ending is being written. A slot is free again as soon
+   * as its handler returns (River's rule: slots count executing work), so the next batch is
+   * claimed and measured while this one's settle statement commits; at most `concurrency` of
+   * them wait for a commit (beyond that, no new task is taken).
+   */
+  private readonly settling = new Set<string>();
   private draining = false;
   /** Resolves the wait for a free slot (or a drain). */
   private wake: (() => void) | null = null;
@@ -101,7 +109,7 @@ export class Actor {
     this.port.send({ type: "ready", workerId: this.workerId });
     while (!this.draining) {
       const free = this.settings.concurrency - this.running.size;
-      if (free <= 0) {
+      if (free <= 0 || this.settling.size > this.settings.concurrency) {
         await this.slotFreed();
         continue;
       }
@@ -117,7 +125,7 @@ export class Actor {
       if (popped.length > 0) await this.claimAndStart(popped);
     }
     // Draining: what runs goes on until it ends or the supervisor stops it.
-    while (this.running.size > 0) await this.slotFreed();
+    while (this.running.size > 0 || this.settling.size > 0) await this.slotFreed();
     this.port.send({ type: "drained" });
   }
 
@@ -164,6 +172,7 @@ export class Actor {
     });
     void this.runTask(claim, controller.signal).finally(() => {
       this.running.delete(claim.taskId);
+      this.settling.delete(claim.taskId);
       this.notify();
     });
   }
@@ -173,6 +182,10 @@ export class Actor {
     const stop = await this.execute(claim, signal);
     const ending = endingFor(stop);
     const { taskId } = claim;
+    // The handler is done: its slot takes the next task while the ending is written.
+    this.running.delete(taskId);
+    this.settling.add(taskId);
+    this.notify();
     if (!ending) {
       // Cancelled by the API (which wrote `cancelled`) or no longer ours: nothing to write.
       if (stop.how === "stopped" && stop.reason === "cancelled") this.port.send({ type: "cancelled", taskId });

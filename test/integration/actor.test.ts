@@ -388,3 +388,29 @@ test("init is ignored once running, and a cancel of a task it does not run chang
   await h.stop();
   expect(h.messages.filter((m) => m.type === "ready")).toHaveLength(1);
 });
+
+test("a slot is free once its handler returns: the next task is claimed and run while the ending commits, and acknowledged only after its own commit", async () => {
+  const [first, second] = await enqueue(2);
+  let releaseFirst!: () => void;
+  const firstGate = new Promise<void>((r) => (releaseFirst = r));
+  const gate = gated();
+  gate.open([first!, second!]);
+  const h = startActor(gate.handler, 1, undefined, (deps) => ({
+    settle: async (taskId, leaseToken, ending) => {
+      if (taskId === first) await firstGate; // the first ending's commit is slow
+      return deps.settle(taskId, leaseToken, ending);
+    },
+  }));
+  try {
+    // One slot, yet the second task starts (and even finishes) while the first still settles.
+    await h.next(isFor("started", second!));
+    await h.next(isFor("completed", second!));
+    expect(h.messages.some(isFor("completed", first!))).toBe(false);
+    expect((await row(first!)).status).toBe("running");
+    releaseFirst();
+    await h.next(isFor("completed", first!));
+    expect((await row(first!)).status).toBe("completed");
+  } finally {
+    await h.stop();
+  }
+});
