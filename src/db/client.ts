@@ -20,13 +20,22 @@ export interface DatabaseOptions {
   max?: number;
   /** Name shown in pg_stat_activity, so operators can tell processes apart. */
   applicationName?: string;
+  /**
+   * Commit without waiting for the WAL flush (`synchronous_commit = off` on these connections).
+   * Only for writes whose loss in a PostgreSQL crash is harmless (an actor's claims: see
+   * workers/actorDeps.ts); everything acknowledged to anyone waits for the flush.
+   */
+  asyncCommit?: boolean;
 }
 
 export function openDatabase(url: string, options: DatabaseOptions = {}): Database {
   const sql = postgres(url, {
     max: options.max ?? 10,
     onnotice: () => {},
-    connection: { application_name: options.applicationName ?? "agentq" },
+    connection: {
+      application_name: options.applicationName ?? "agentq",
+      ...(options.asyncCommit ? { synchronous_commit: "off" } : {}),
+    },
     // uuid[] and jsonb round-trip as JS values; timestamps as Date.
   });
   const db = drizzle(sql, { schema });
