@@ -27,6 +27,10 @@ const BENCHMARKS: Record<string, BenchmarkEntry> = {
     summary: "webhook deliveries/s while tasks run, success rate against a receiver failing 50%, task throughput with/without webhooks",
     load: () => import("./webhooks.ts"),
   },
+  sse: {
+    summary: "live events: 1,000 SSE clients on one API process while tasks run; delivery latency p50/p99 (supervisor event -> client) and the API process's RSS",
+    load: () => import("./sse.ts"),
+  },
 };
 
 function usage(): string {
