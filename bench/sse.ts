@@ -237,6 +237,8 @@ interface Measured {
   coalesced: number;
   connectMs: number;
   unmatched: number;
+  /** The machine's 1-minute load average at the start and the end of the window (other work on it shows here). */
+  load: [number, number];
 }
 
 function merge(parts: [number, number][][]): { sparse: Map<number, number>; total: number } {
@@ -378,8 +380,10 @@ async function measure(opts: Options, scenario: Scenario, runtime: Runtime, agen
     // How late this process's event loop runs (the supervisor's main thread lives on it).
     const lag = monitorEventLoopDelay({ resolution: 5 });
     lag.enable();
+    const load0 = os.loadavg()[0]!;
     const t0 = performance.now();
     await Bun.sleep(opts.seconds * 1000);
+    const load1 = os.loadavg()[0]!;
     const elapsedS = (performance.now() - t0) / 1000;
     const cpu1 = procStats(api.pid);
     lag.disable();
@@ -425,6 +429,7 @@ async function measure(opts: Options, scenario: Scenario, runtime: Runtime, agen
       coalesced: published1.coalesced - published0.coalesced,
       connectMs,
       unmatched: got.reduce((a, r) => a + r.unmatched, 0),
+      load: [load0, load1],
     };
   } finally {
     for (const t of timers) clearInterval(t);
@@ -481,6 +486,7 @@ export async function run(args: string[]): Promise<number> {
       ["engine: events per published message (progress folded into newer)", cell((m) => `${m.eventsPerMessage.toFixed(1)} (${m.coalesced})`)],
       ["engine process: event-loop delay p50 / p99", cell((m) => `${m.lagP50.toFixed(1)} / ${m.lagP99.toFixed(1)} ms`)],
       [`time to connect all ${opts.clients} clients`, cell((m) => `${m.connectMs.toFixed(0)} ms`)],
+      ["machine load average (1 min), start / end of the window", cell((m) => `${m.load[0].toFixed(1)} / ${m.load[1].toFixed(1)}`)],
     ];
     const section = [
       SECTION_TITLE,

@@ -9,9 +9,11 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import net from "node:net";
 import Redis from "ioredis";
 import { sql } from "drizzle-orm";
+import pino from "pino";
 import { createTestContext, TEST_API_KEY, TEST_REDIS_URL, type TestContext } from "../helpers/app.ts";
 import { eventually, spawnSupervisor, startTestEngine, waitForStatus, type TestEngine } from "../helpers/engine.ts";
 import { SseClient, type SseMessage } from "../helpers/sse.ts";
+import { freePort } from "../helpers/metrics.ts";
 import { taskInput, uuid } from "../helpers/fixtures.ts";
 import { FIXTURE_WORKERS } from "../fixtures/workers/index.ts";
 import { createCorpus, enqueue, type Corpus } from "../e2e/support.ts";
@@ -253,6 +255,64 @@ describe("publishing", () => {
     }
   });
 
+  test("with Redis unreachable a publisher loses events (counted, logged once), never throws or waits; what waits is bounded", async () => {
+    const keys = queueKeys(ctx.config.redisPrefix);
+    // A real client of a port nobody listens on, that queues nothing while disconnected.
+    const unreachable = new Redis({ port: freePort(), lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    const logged: string[] = [];
+    const logger = pino({ level: "warn" }, { write: (line: string) => void logged.push(line) });
+    const publisher = new TaskEventPublisher(unreachable, keys, { logger, maxPending: 3 });
+    const event = (type: "progress" | "status"): TaskEventData => ({
+      type,
+      task_id: newTaskId(),
+      agent_id: uuid(),
+      status: type === "progress" ? "running" : "failed",
+      percent: 10,
+      attempt: 1,
+      at: new Date().toISOString(),
+    });
+    // One tick: 5 progress events (room for 3), then 8 status events (room for twice as many in all).
+    for (let i = 0; i < 5; i++) publisher.publish(event("progress"));
+    for (let i = 0; i < 8; i++) publisher.publish(event("status"));
+    await publisher.flushed();
+    expect(publisher.stats).toMatchObject({ accepted: 13, published: 0, messages: 0, failed: 6, dropped: 7 });
+    publisher.publish(event("status"));
+    await publisher.flushed();
+    expect(publisher.stats.failed).toBe(7);
+    expect(logged.filter((l) => l.includes("could not publish live task events"))).toHaveLength(1);
+    await publisher.close();
+    publisher.publish(event("status"));
+    expect(publisher.stats.accepted).toBe(14);
+    unreachable.disconnect();
+  });
+
+  test("a subscriber that cannot reach Redis is not ready: streams are refused with 503, and the subscription is retried", async () => {
+    const keys = queueKeys(ctx.config.redisPrefix);
+    const unreachable = new Redis({ port: freePort(), lazyConnect: true });
+    const subscriber = new TaskEventSubscriber(unreachable, keys);
+    const hub = new LiveEvents(subscriber, {
+      heartbeatMs: 60_000,
+      clientBufferBytes: 64 * 1024,
+      maxClients: 100,
+      loadTasks: (taskIds) => watchedTasks(ctx.database.db, taskIds),
+      readyTimeoutMs: 200,
+    });
+    const app = createApp({ config: ctx.config, database: ctx.database, redis: ctx.redis, logger: ctx.logger, keys: createKeyVerifier(ctx.database.db, [TEST_API_KEY]), liveEvents: hub });
+    const url = listen(app);
+    try {
+      const res = await SseClient.open(`${url}/events`);
+      expect(res.status).toBe(503);
+      expect(JSON.parse(res.text).error.code).toBe("dependency_unavailable");
+      expect(subscriber.live).toBe(false);
+      expect(hub.stats.open).toBe(0);
+    } finally {
+      await app.stop(true);
+      subscriber.close();
+      expect(await subscriber.ready(1000)).toBe(false);
+      unreachable.disconnect();
+    }
+  });
+
   test("malformed messages and events are dropped, not passed on", () => {
     expect(parseTaskEvents("")).toBeNull();
     expect(parseTaskEvents("x [1]")).toBeNull();
@@ -324,6 +384,40 @@ describe("a stream re-reads its task when events may have been missed", () => {
     } finally {
       await app.stop(true);
       subscriber.close();
+    }
+  });
+});
+
+describe("limits", () => {
+  test("past AGENTQ_SSE_MAX_CLIENTS streams a process answers 503 too_many_streams; a stream that ends frees its place", async () => {
+    const app = createApp({
+      config: { ...ctx.config, sseMaxClients: 2 },
+      database: ctx.database,
+      redis: ctx.redis,
+      logger: ctx.logger,
+      keys: createKeyVerifier(ctx.database.db, [TEST_API_KEY]),
+    });
+    const url = listen(app);
+    try {
+      const one = await SseClient.open(`${url}/events`);
+      const two = await SseClient.open(`${url}/events?agent_id=${uuid()}`);
+      await one.next((m) => m.comment === "connected");
+      await two.next((m) => m.comment === "connected");
+      const three = await SseClient.open(`${url}/events`);
+      expect(three.status).toBe(503);
+      expect(JSON.parse(three.text).error.code).toBe("too_many_streams");
+      one.close();
+      const again = await eventually(async () => {
+        const s = await SseClient.open(`${url}/events`);
+        if (s.status === 200) return s;
+        s.close();
+        return undefined;
+      }, 5000, "a place to free up");
+      await again.next((m) => m.comment === "connected");
+      again.close();
+      two.close();
+    } finally {
+      await app.stop(true);
     }
   });
 });
