@@ -504,6 +504,13 @@ export async function run(args: string[]): Promise<number> {
       `|---|${measured.map(() => "---").join("|")}|`,
       ...rows.map(([k, v]) => `| ${k} | ${v} |`),
       "",
+      "Reading it: the delivery latency is the bus's (supervisor event to a Redis subscriber, measured beside the API)",
+      "plus the API's fan-out and the client's read; the API process uses a fraction of one core and drops no client.",
+      "The tails come from the one machine every process shares (PostgreSQL, Redis, the engine, the clients parsing",
+      "every event): the bus alone has them too, and they move with the load average from one run to the next. Events",
+      "per published message rise with the event rate (the group commit). An API process has its RSS before any",
+      "client connects (the first figure of the idle row): the streams cost the difference.",
+      "",
     ].join("\n");
     console.log(`\n${section}`);
     if (opts.writeDocs) writeBenchmarkSection(SECTION_TITLE, section);
