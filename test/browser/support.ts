@@ -12,6 +12,41 @@ import { chromium, type Browser, type BrowserContext, type Page } from "playwrig
 import type { TestContext } from "../helpers/app.ts";
 import { listenOptions } from "../../src/api/app.ts";
 
+/**
+ * Runs setImmediate callbacks as 0 ms timers while a browser test file runs (restored after).
+ *
+ * Why: in a `bun test` process that drives Chromium through playwright-core (Bun 1.4.5), the
+ * setImmediate queue sometimes stops being run for tens of seconds while timers still fire,
+ * until some socket or pipe event arrives. ioredis (auto-pipelining) and postgres.js flush
+ * their writes from setImmediate, so a request to the app served by the test process then
+ * hangs until Chromium or Bun's test timeout closes a connection: seen in about one run in
+ * four of dashboard-tasks.test.ts, each time with a callback scheduled by ioredis or
+ * playwright-core waiting over a second while a 250 ms interval kept running. Not seen with
+ * the same server and browser in a plain `bun` process, nor with this shim (16 runs). The
+ * app's code is unchanged; only the test process's scheduling of these callbacks is.
+ */
+export function useTimerImmediates(): { restore(): void } {
+  const realSet = globalThis.setImmediate;
+  const realClear = globalThis.clearImmediate;
+  const ours = new WeakSet<object>();
+  const g = globalThis as unknown as Record<string, unknown>;
+  g.setImmediate = (fn: (...args: unknown[]) => void, ...args: unknown[]) => {
+    const timer = setTimeout(fn, 0, ...args);
+    ours.add(timer as object);
+    return timer;
+  };
+  g.clearImmediate = (handle: unknown) => {
+    if (handle && typeof handle === "object" && ours.has(handle)) clearTimeout(handle as ReturnType<typeof setTimeout>);
+    else realClear(handle as Parameters<typeof clearImmediate>[0]);
+  };
+  return {
+    restore() {
+      g.setImmediate = realSet;
+      g.clearImmediate = realClear;
+    },
+  };
+}
+
 /** The Debian package's binary; AGENTQ_CHROMIUM points elsewhere. */
 export const CHROMIUM = process.env.AGENTQ_CHROMIUM ?? "/usr/bin/chromium";
 
@@ -97,4 +132,16 @@ export async function screenshot(page: Page, name: string): Promise<void> {
   if (!dir) return;
   mkdirSync(dir, { recursive: true });
   await page.screenshot({ path: join(dir, `${name}.png`), fullPage: false });
+}
+
+/** Errors that must never happen on our pages: script errors and Content-Security-Policy refusals. */
+export const pageFaults = (errors: readonly string[]) => errors.filter((e) => e.startsWith("pageerror") || /Content Security Policy|Refused to/.test(e));
+
+/** Signs in through the sign-in form, as a person would, and waits for the page it lands on. */
+export async function signInThroughForm(page: Page, key: string, path = "/dashboard"): Promise<void> {
+  await page.goto(path);
+  await page.locator("#api_key").fill(key);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.waitForURL((url) => url.pathname === path.split("?")[0]);
+  await page.locator(".topbar").waitFor();
 }

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Browser } from "playwright-core";
 import { createTestContext, type TestContext } from "../helpers/app.ts";
-import { launchBrowser, offlineContext, screenshot, serve, type Served } from "./support.ts";
+import { useTimerImmediates, launchBrowser, offlineContext, screenshot, serve, type Served } from "./support.ts";
 import { CONTENT_SECURITY_POLICY } from "../../src/dashboard/html.ts";
 import swaggerPkg from "swagger-ui-dist/package.json" with { type: "json" };
 
@@ -14,7 +14,10 @@ let ctx: TestContext;
 let served: Served;
 let browser: Browser;
 
+let immediates: { restore(): void } | undefined;
+
 beforeAll(async () => {
+  immediates = useTimerImmediates();
   ctx = await createTestContext();
   served = serve(ctx);
   browser = await launchBrowser();
@@ -24,6 +27,7 @@ afterAll(async () => {
   await browser?.close();
   await served?.stop();
   await ctx?.close();
+  immediates?.restore();
 });
 
 describe("/swagger offline", () => {
