@@ -17,7 +17,7 @@ import type Redis from "ioredis";
 import type { Logger } from "pino";
 import { randomBytes } from "node:crypto";
 import type { Database } from "../db/client.ts";
-import { settleTasks, type Settled } from "../db/tasks/settle.ts";
+import { endedByHolder, settleTasks, type Settled } from "../db/tasks/settle.ts";
 import { endingFor, type Stop, type StopReason } from "../core/settle.ts";
 import { Dispatcher } from "../queue/dispatch.ts";
 import { queueKeys, type QueueKeys } from "../queue/keys.ts";
@@ -373,17 +373,31 @@ export class Supervisor {
     await this.dispatcher
       .dispatch(back.map((s) => ({ taskId: s.taskId, priority: s.priority, score: Date.parse(s.createdAt) })))
       .catch((error) => this.options.logger.warn({ err: error }, "redispatch failed; the reconciler will do it"));
-    for (const { task, stop, ending } of decided) this.recordDead(slot, task, stop, ending ? (written.get(task.leaseToken) ?? null) : null);
+    // A task whose ending the thread committed just before it died (its message never came).
+    const unwritten = decided.filter(({ task, ending }) => ending && !written.has(task.leaseToken));
+    const ended = await withDeadline(
+      endedByHolder(this.options.database.db, unwritten.map(({ task }) => ({ taskId: task.taskId, owner: slot.id, attempt: task.attempt }))),
+      SETTLE_DEAD_MS,
+    ).catch(() => new Map<string, { status: TaskStatus; error: string | null }>());
+    for (const { task, stop, ending } of decided) {
+      const own = ended.get(task.taskId);
+      const settled = ending ? (written.get(task.leaseToken) ?? null) : null;
+      this.recordDead(slot, task, stop, settled ?? (own ? { ...own, attempt: task.attempt } : null), own !== undefined);
+    }
   }
 
-  private recordDead(slot: Slot, task: RunningTask, stop: Stop, settled: Settled | null) {
-    const ref = { ...refOf(task, slot.id, task.taskId), reason: "thread terminated" };
+  /** `byThread`: the thread itself committed this ending before it died. */
+  private recordDead(slot: Slot, task: RunningTask, stop: Stop, settled: Pick<Settled, "status" | "error" | "attempt"> | null, byThread = false) {
+    const ref = { ...refOf(task, slot.id, task.taskId), reason: byThread ? "ended before its thread died" : "thread terminated" };
     const t = this.telemetry;
     let outcome: SupervisorTaskOutcome = "released";
     const cancelled = stop.how === "stopped" && stop.reason === "cancelled";
     if (cancelled) outcome = "cancelled"; // counted by the API's cancel
     else if (!settled) t.released({ ...ref, reason: "lease_lost" });
-    else if (settled.status === "timeout") {
+    else if (settled.status === "completed") {
+      outcome = "completed";
+      t.finished({ ...ref, outcome: "completed" });
+    } else if (settled.status === "timeout") {
       outcome = "timed_out";
       t.finished({ ...ref, outcome: "timeout" });
     } else if (settled.status === "failed") {

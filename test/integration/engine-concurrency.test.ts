@@ -112,3 +112,19 @@ test("a thread terminated for one task that ignores its stop hands its other tas
     await engine.stop();
   }
 });
+
+test("a thread that dies after its completion committed, before saying so: the task stays completed once, and is counted as completed", async () => {
+  const engine = await startTestEngine(ctx, { workers: 1, concurrency: 1, workerUrl: FIXTURE_WORKERS.diesAfterCommit });
+  try {
+    const id = await refresh(await agentFor());
+    const done = await engine.waitForEvent(finished(id), 10_000);
+    expect(done).toMatchObject({ outcome: "completed", workerId: "supervisor", status: "completed" });
+    const [row] = await ctx.database.db.execute<{ status: string; attempt: number }>(sql`select status, attempt from background_tasks where task_id = ${id}`);
+    expect(row).toEqual({ status: "completed", attempt: 1 });
+    const history = await ctx.database.db.execute<{ n: number }>(sql`select count(*)::int as n from coverage_history where task_id = ${id}`);
+    expect(history[0]!.n).toBe(1);
+    await engine.waitForEvent((e) => e.type === "worker_replaced");
+  } finally {
+    await engine.stop();
+  }
+});

@@ -46,6 +46,9 @@ async function traffic<T>(redis: Redis, run: () => Promise<T>): Promise<{ result
   const original = redis.sendCommand;
   type Cmd = { name: string; args: unknown[]; promise: Promise<unknown> };
   redis.sendCommand = function (this: Redis, command: Cmd, ...rest: unknown[]) {
+    // The live-event publish of a new task (src/queue/taskEvents.ts) is fire-and-forget, sent on a
+    // later tick, and not part of the answer: it is left out of the count.
+    if (command.args.some((a) => String(a).includes(":task-events"))) return (original as (...a: unknown[]) => unknown).call(this, command, ...rest);
     recorded.commands.push(command.name);
     recorded.args.push([...command.args]);
     // A new wave starts when something came back since the current one went out.

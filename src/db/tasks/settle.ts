@@ -156,3 +156,28 @@ export async function settleTasks(db: DbOrTx, batch: readonly Settling[]): Promi
 export async function settleTask(db: DbOrTx, taskId: string, leaseToken: string, ending: Ending): Promise<Settled | null> {
   return (await settleTasks(db, [{ taskId, leaseToken, ending }])).get(leaseToken) ?? null;
 }
+
+/**
+ * Which of these leases' tasks were ended by their own holder: terminal, with the holder as
+ * lease_owner and the same attempt. The supervisor asks it for the tasks of a thread that died
+ * after its ending had committed but before it could say so, so that the ending is counted as
+ * what it was (a completion, say) and not as a lost lease.
+ */
+export async function endedByHolder(
+  db: DbOrTx,
+  held: readonly { taskId: string; owner: string; attempt: number }[],
+): Promise<Map<string, { status: TaskStatus; error: string | null }>> {
+  if (held.length === 0) return new Map();
+  const rows = await queryPrepared<{ task_id: string; status: TaskStatus; error: string | null }>(
+    db,
+    sql`
+    select t.task_id, t.status, t.error
+    from background_tasks t
+    join jsonb_to_recordset(${JSON.stringify(held.map((h) => ({ task_id: h.taskId, owner: h.owner, attempt: h.attempt })))}::jsonb)
+         as h(task_id text, owner text, attempt int)
+      on t.task_id = h.task_id and t.lease_owner = h.owner and t.attempt = h.attempt
+    where t.task_id = any(${toPgArray(held.map((h) => h.taskId))}::text[])
+      and t.status in ('completed', 'failed', 'timeout')`,
+  );
+  return new Map(rows.map((r) => [r.task_id, { status: r.status, error: r.error }]));
+}
