@@ -16,10 +16,13 @@ import { agentRoutes } from "./agents/index.ts";
 import { taskRoutes } from "./tasks/index.ts";
 import { taskConsoleRoutes } from "./tasks/console.ts";
 import { scheduleRoutes } from "./schedules/index.ts";
+import { workerRoutes } from "./workers/index.ts";
 import { createMetrics } from "../metrics/registry.ts";
 import { eventRoutes, liveEventParts } from "./events/index.ts";
 import { httpTelemetry } from "../metrics/http.ts";
 import { swaggerUi } from "../dashboard/swaggerUi.ts";
+import { DashboardAuth } from "../dashboard/auth.ts";
+import { DASHBOARD_PATH, dashboardRoutes } from "../dashboard/index.ts";
 import { DashboardAuth } from "../dashboard/auth.ts";
 import { DASHBOARD_PATH, dashboardRoutes } from "../dashboard/index.ts";
 
@@ -34,6 +37,8 @@ function apiKeyGuard(deps: AppDeps, dashboard: DashboardAuth | null) {
     const path = new URL(request.url).pathname;
     if (path !== API_PREFIX && !path.startsWith(`${API_PREFIX}/`)) return;
     const key = request.headers.get("x-api-key");
+    // The dashboard's pages call the API with their session cookie instead of a key (src/dashboard/auth.ts).
+    if (!key && dashboard?.hasSessionCookie(request)) return dashboard.authorizeApiRequest(request);
     // The dashboard's pages call the API with their session cookie instead of a key (src/dashboard/auth.ts).
     if (!key && dashboard?.hasSessionCookie(request)) return dashboard.authorizeApiRequest(request);
     if (!key) throw new AppError("unauthorized", "missing X-API-Key header");
@@ -107,13 +112,18 @@ export function createApp(appDeps: AppDeps) {
   const dashboard = deps.config.dashboardEnabled
     ? new DashboardAuth({ config: deps.config, redis: deps.redis, db: deps.database.db, keys: deps.keys })
     : null;
+  // AGENTQ_DASHBOARD_ENABLED=false: no /dashboard route, and no session cookie opens the API.
+  const dashboard = deps.config.dashboardEnabled
+    ? new DashboardAuth({ config: deps.config, redis: deps.redis, db: deps.database.db, keys: deps.keys })
+    : null;
   const api = new Elysia({ prefix: API_PREFIX })
     .use(taxonomyRoutes(deps))
     .use(documentRoutes(deps))
     .use(agentRoutes(deps))
     .use(taskConsoleRoutes(deps))
     .use(taskRoutes(deps))
-    .use(scheduleRoutes(deps));
+    .use(scheduleRoutes(deps))
+    .use(workerRoutes(deps));
 
   const root = new Elysia({ name: "agentq", normalize: false });
   // Request ids, request logs and HTTP metrics (by route template): src/metrics/http.ts.

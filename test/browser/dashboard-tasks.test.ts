@@ -38,7 +38,7 @@ let immediates: { restore(): void } | undefined;
 
 beforeAll(async () => {
   immediates = useTimerImmediates();
-  ctx = await createTestContext({ ...FAST_ENGINE, logLevel: (process.env.DEBUG_LOG as "info" | undefined) ?? "silent" });
+  ctx = await createTestContext(FAST_ENGINE);
   root = uuid();
   await postTaxonomy(ctx, "1", [{ node_id: root, label: "root" }]);
   await postDocument(ctx, { mappings: [{ node_id: root, version: "1", confidence: 0.9 }] });
@@ -173,6 +173,9 @@ describe("task pages", () => {
     expect(await depth("high").textContent()).toBe("1");
     expect(await page.locator('[data-stat="pending"] .stat-value').textContent()).toBe("3");
     expect(await page.locator('[data-stat="oldest-pending"] .stat-value').textContent()).toMatch(/ (ms|s)$/);
+    // The engine's 2 threads x 4 tasks each, from its heartbeat.
+    expect(await page.locator('[data-stat="workers"] .stat-value').textContent()).toBe("8");
+    expect(await page.locator('[data-stat="workers"] .stat-hint').textContent()).toBe("task slots on 1 supervisor");
     const finished = Number(await page.locator('[data-stat="throughput"] .stat-value').textContent());
     expect(finished).toBeGreaterThanOrEqual(5);
     expect(await page.locator('[data-stat="failure-rate"] .stat-value').textContent()).toMatch(/%$/);

@@ -55,7 +55,13 @@ export interface TaskStats {
     by_status: { completed: PriorityCounts; failed: PriorityCounts; cancelled: PriorityCounts; timeout: PriorityCounts };
   };
   oldest_pending: { task_id: string; created_at: string; age_seconds: number } | null;
-  workers?: { slots: number; busy: number; supervisors: number } | null;
+  calculated_at: string;
+}
+
+export interface Workers {
+  supervisors: { supervisor_id: string; task_slots: number; busy: number; heartbeat_expires_at: string }[];
+  task_slots: number;
+  busy: number;
   calculated_at: string;
 }
 

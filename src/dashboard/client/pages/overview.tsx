@@ -9,14 +9,16 @@ import { Card, Empty, ErrorNote, LiveIndicator, Stat, StatusBadge, PriorityBadge
 import { formatAgo, formatDuration, formatPercent, shortId } from "../format.ts";
 import { useNow, useTaskEvents, useThrottled } from "../live.ts";
 import { Link } from "../router.tsx";
-import { PRIORITIES, type TaskList, type TaskStats } from "../types.ts";
+import { PRIORITIES, type TaskList, type TaskStats, type Workers } from "../types.ts";
 
 export function Overview() {
   const stats = useLoad("stats", () => api.get<TaskStats>("/tasks/stats"));
   const recent = useLoad("recent", () => api.get<TaskList>("/tasks?limit=8"));
+  const workers = useLoad("workers", () => api.get<Workers>("/workers"));
   const reload = useThrottled(() => {
     stats.reload();
     recent.reload();
+    workers.reload();
   }, 1000);
   const live = useTaskEvents("/api/v1/events", {
     onEvent(event) {
@@ -28,7 +30,10 @@ export function Overview() {
     onResync: reload,
   });
   useEffect(() => {
-    const timer = setInterval(() => stats.reload(), 10_000);
+    const timer = setInterval(() => {
+      stats.reload();
+      workers.reload();
+    }, 10_000);
     return () => clearInterval(timer);
   }, []);
   const now = useNow(1000);
@@ -40,7 +45,7 @@ export function Overview() {
         <LiveIndicator state={live} />
       </div>
       {stats.error ? <ErrorNote error={stats.error} /> : null}
-      {stats.data && <Figures stats={stats.data} now={now} />}
+      {stats.data && <Figures stats={stats.data} workers={workers.data} now={now} />}
       <div class="grid-2">
         {stats.data && <QueueDepth stats={stats.data} />}
         <Card title="Newest tasks" actions={<Link href="/dashboard/tasks">All tasks →</Link>}>
@@ -77,22 +82,21 @@ export function Overview() {
   );
 }
 
-function Figures({ stats, now }: { stats: TaskStats; now: number }) {
+function Figures({ stats, workers, now }: { stats: TaskStats; workers: Workers | undefined; now: number }) {
   const { live, last_hour: hour, oldest_pending: oldest } = stats;
   const failed = hour.by_status.failed.total + hour.by_status.timeout.total;
   const failureRate = hour.finished === 0 ? null : (100 * failed) / hour.finished;
   // The age ticks on the page between reads: the server's age plus the time since it answered.
   const oldestAge = oldest ? oldest.age_seconds * 1000 + Math.max(0, now - Date.parse(stats.calculated_at)) : null;
-  const workers = stats.workers;
   return (
     <div class="stats">
       <Stat id="pending" label="Pending" value={live.by_status.pending.total} hint={`${live.by_status.pending.high} high · ${live.by_status.pending.medium} medium · ${live.by_status.pending.low} low`} />
-      <Stat id="running" label="Running" value={live.by_status.running.total} hint={workers ? `${workers.busy} of ${workers.slots} task slots busy` : undefined} />
+      <Stat id="running" label="Running" value={live.by_status.running.total} hint={workers ? `${workers.busy} of ${workers.task_slots} task slots busy` : undefined} />
       <Stat
         id="workers"
         label="Live workers"
-        value={workers ? workers.slots : "–"}
-        hint={workers ? `task slots on ${workers.supervisors} supervisor${workers.supervisors === 1 ? "" : "s"}` : "not reported"}
+        value={workers ? workers.task_slots : "–"}
+        hint={workers ? `task slots on ${workers.supervisors.length} supervisor${workers.supervisors.length === 1 ? "" : "s"}` : "…"}
       />
       <Stat id="throughput" label="Throughput, last hour" value={hour.finished} hint={`${hour.by_status.completed.total} completed · ${(hour.finished / 60).toFixed(1)}/min`} />
       <Stat

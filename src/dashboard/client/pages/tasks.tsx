@@ -228,7 +228,6 @@ export function TasksPage() {
           <button
             type="button"
             class="button"
-            data-action="older"
             disabled={!list.data?.next_cursor}
             onClick={() => setParams({ cursor: list.data!.next_cursor!, back: [...back, cursor ?? ""] })}
           >
