@@ -23,8 +23,6 @@ import { httpTelemetry } from "../metrics/http.ts";
 import { swaggerUi } from "../dashboard/swaggerUi.ts";
 import { DashboardAuth } from "../dashboard/auth.ts";
 import { DASHBOARD_PATH, dashboardRoutes } from "../dashboard/index.ts";
-import { DashboardAuth } from "../dashboard/auth.ts";
-import { DASHBOARD_PATH, dashboardRoutes } from "../dashboard/index.ts";
 
 export const API_PREFIX = "/api/v1";
 
@@ -37,8 +35,6 @@ function apiKeyGuard(deps: AppDeps, dashboard: DashboardAuth | null) {
     const path = new URL(request.url).pathname;
     if (path !== API_PREFIX && !path.startsWith(`${API_PREFIX}/`)) return;
     const key = request.headers.get("x-api-key");
-    // The dashboard's pages call the API with their session cookie instead of a key (src/dashboard/auth.ts).
-    if (!key && dashboard?.hasSessionCookie(request)) return dashboard.authorizeApiRequest(request);
     // The dashboard's pages call the API with their session cookie instead of a key (src/dashboard/auth.ts).
     if (!key && dashboard?.hasSessionCookie(request)) return dashboard.authorizeApiRequest(request);
     if (!key) throw new AppError("unauthorized", "missing X-API-Key header");
@@ -108,10 +104,6 @@ export function createApp(appDeps: AppDeps) {
   const live = liveEventParts(appDeps);
   appDeps = { ...appDeps, taskEvents: live.taskEvents, liveEvents: live.liveEvents };
   const deps = { ...appDeps, metrics: appDeps.metrics ?? createMetrics({}, { processMetrics: false }) };
-  // AGENTQ_DASHBOARD_ENABLED=false: no /dashboard route, and no session cookie opens the API.
-  const dashboard = deps.config.dashboardEnabled
-    ? new DashboardAuth({ config: deps.config, redis: deps.redis, db: deps.database.db, keys: deps.keys })
-    : null;
   // AGENTQ_DASHBOARD_ENABLED=false: no /dashboard route, and no session cookie opens the API.
   const dashboard = deps.config.dashboardEnabled
     ? new DashboardAuth({ config: deps.config, redis: deps.redis, db: deps.database.db, keys: deps.keys })
