@@ -267,6 +267,10 @@ async function measure(opts: Options, scenario: Scenario, runtime: Runtime, agen
       AGENTQ_API_KEYS: API_KEY,
       AGENTQ_SSE_MAX_CLIENTS: String(opts.clients + 100),
       AGENTQ_SSE_CLIENT_BUFFER_BYTES: String(opts.bufferBytes),
+      // Rate limits off: every client opens its stream with the one key at once (1,000 by default,
+      // near AGENTQ_RATE_LIMIT_READ's default per window); the benchmark measures delivery.
+      AGENTQ_RATE_LIMIT_ENQUEUE: "0",
+      AGENTQ_RATE_LIMIT_READ: "0",
       LOG_LEVEL: "info",
     },
     stdin: "ignore",

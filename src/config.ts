@@ -110,6 +110,12 @@ export const ConfigSchema = t.Object({
   dashboardReadOnly: t.Boolean(),
   /** Lifetime of a dashboard session from sign-in (absolute; sign-in again after it). */
   dashboardSessionTtlMs: t.Integer({ minimum: 60_000, maximum: 30 * 24 * 3_600_000 }),
+  /** Requests per API key per window to the routes that create tasks (refresh, bulk refresh, retry, redrive); 0: no limit. */
+  rateLimitEnqueue: t.Integer({ minimum: 0, maximum: 1_000_000 }),
+  /** Requests per API key per window to every other authenticated /api/v1 route; 0: no limit. */
+  rateLimitRead: t.Integer({ minimum: 0, maximum: 1_000_000 }),
+  /** The fixed window both rate limits count in, in seconds. */
+  rateLimitWindowS: t.Integer({ minimum: 1, maximum: 86_400 }),
 });
 
 export type Config = Static<typeof ConfigSchema>;
@@ -174,6 +180,9 @@ export const ENV_NAMES: Record<keyof Config, string> = {
   dashboardEnabled: "AGENTQ_DASHBOARD_ENABLED",
   dashboardReadOnly: "AGENTQ_DASHBOARD_READ_ONLY",
   dashboardSessionTtlMs: "AGENTQ_DASHBOARD_SESSION_TTL_MS",
+  rateLimitEnqueue: "AGENTQ_RATE_LIMIT_ENQUEUE",
+  rateLimitRead: "AGENTQ_RATE_LIMIT_READ",
+  rateLimitWindowS: "AGENTQ_RATE_LIMIT_WINDOW_S",
 };
 
 export const DEFAULTS: Config = {
@@ -226,6 +235,9 @@ export const DEFAULTS: Config = {
   dashboardEnabled: true,
   dashboardReadOnly: false,
   dashboardSessionTtlMs: 8 * 3_600_000,
+  rateLimitEnqueue: 600,
+  rateLimitRead: 1200,
+  rateLimitWindowS: 60,
 };
 
 /** Splits a comma-separated list, dropping blanks. */
@@ -247,6 +259,19 @@ function parseBoolean(raw: string): boolean | string {
 function parseNumber(raw: string): number | string {
   const n = Number(raw.trim());
   return raw.trim() === "" || Number.isNaN(n) ? raw : n;
+}
+
+/**
+ * One problem in words. `t.Integer` is a union (an integer, or a string of one), whose failure
+ * TypeBox words as "Expected union value": say which integers are accepted instead.
+ */
+function describeIssue(e: { message: string; schema: unknown }): string {
+  const schema = e.schema as { anyOf?: { type?: string }[]; minimum?: number; maximum?: number };
+  if (!schema.anyOf?.some((member) => member.type === "integer")) return e.message;
+  const { minimum: min, maximum: max } = schema;
+  if (min !== undefined && max !== undefined) return `Expected an integer from ${min} to ${max}`;
+  if (min !== undefined) return `Expected an integer of at least ${min}`;
+  return max !== undefined ? `Expected an integer of at most ${max}` : "Expected an integer";
 }
 
 /** Reads and validates the configuration; throws a ConfigError naming every bad variable. */
@@ -313,13 +338,16 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     dashboardEnabled: bool("dashboardEnabled"),
     dashboardReadOnly: bool("dashboardReadOnly"),
     dashboardSessionTtlMs: num("dashboardSessionTtlMs"),
+    rateLimitEnqueue: num("rateLimitEnqueue"),
+    rateLimitRead: num("rateLimitRead"),
+    rateLimitWindowS: num("rateLimitWindowS"),
     ...overrides,
   };
   if (!Value.Check(ConfigSchema, candidate)) {
     const problems = [...Value.Errors(ConfigSchema, candidate)].map((e) => {
       const field = e.path.split("/")[1] as keyof Config | undefined;
       const name = field ? ENV_NAMES[field] ?? field : "config";
-      return `${name}: ${e.message} (got ${JSON.stringify(e.value)})`;
+      return `${name}: ${describeIssue(e)} (got ${JSON.stringify(e.value)})`;
     });
     throw new ConfigError(problems);
   }

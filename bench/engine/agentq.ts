@@ -90,7 +90,22 @@ export interface Agentq {
 }
 
 export async function prepareAgentq(url: string, redisUrl: string, redisPrefix: string): Promise<Agentq> {
-  const config: Config = loadConfig({}, { databaseUrl: url, redisUrl, redisPrefix, apiKeys: [API_KEY], logLevel: "warn", host: "127.0.0.1", port: 0 });
+  const config: Config = loadConfig(
+    {},
+    {
+      databaseUrl: url,
+      redisUrl,
+      redisPrefix,
+      apiKeys: [API_KEY],
+      logLevel: "warn",
+      host: "127.0.0.1",
+      port: 0,
+      // Rate limits off: the end-to-end run sends ~2,000 enqueues with one key in a few seconds,
+      // far over AGENTQ_RATE_LIMIT_ENQUEUE's default; the benchmark measures the engine, not the limiter.
+      rateLimitEnqueue: 0,
+      rateLimitRead: 0,
+    },
+  );
   const runtime = await openRuntime(config, "bench-engine");
   const { sql } = runtime.database;
   await sql.unsafe(`truncate agents, coverage_targets, background_tasks, coverage_history, webhook_deliveries,

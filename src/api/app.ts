@@ -23,22 +23,32 @@ import { httpTelemetry } from "../metrics/http.ts";
 import { swaggerUi } from "../dashboard/swaggerUi.ts";
 import { DashboardAuth } from "../dashboard/auth.ts";
 import { DASHBOARD_PATH, dashboardRoutes } from "../dashboard/index.ts";
+import type { Principal } from "../dashboard/sessions.ts";
+import { keyPrincipal, rateLimitCheck } from "./rateLimit.ts";
+import { RateLimits } from "../queue/rateLimits.ts";
+import { queueKeys } from "../queue/keys.ts";
 
 export const API_PREFIX = "/api/v1";
 
 /**
  * Authentication runs on request arrival, before routing, parsing and
- * validation: an unauthenticated caller learns nothing but 401.
+ * validation: an unauthenticated caller learns nothing but 401. Then the
+ * caller's rate limit (src/api/rateLimit.ts): only a known caller spends a budget.
  */
-function apiKeyGuard(deps: AppDeps, dashboard: DashboardAuth | null) {
-  return async ({ request }: { request: Request }) => {
+function apiKeyGuard(deps: AppDeps, dashboard: DashboardAuth | null, rateLimit: ReturnType<typeof rateLimitCheck>) {
+  return async ({ request, set }: { request: Request; set: { headers: Record<string, unknown> } }) => {
     const path = new URL(request.url).pathname;
     if (path !== API_PREFIX && !path.startsWith(`${API_PREFIX}/`)) return;
     const key = request.headers.get("x-api-key");
+    let caller: Principal;
     // The dashboard's pages call the API with their session cookie instead of a key (src/dashboard/auth.ts).
-    if (!key && dashboard?.hasSessionCookie(request)) return dashboard.authorizeApiRequest(request);
-    if (!key) throw new AppError("unauthorized", "missing X-API-Key header");
-    if (!(await deps.keys.verify(key))) throw new AppError("unauthorized", "unknown or revoked API key");
+    if (!key && dashboard?.hasSessionCookie(request)) caller = (await dashboard.authorizeApiRequest(request)).principal;
+    else {
+      if (!key) throw new AppError("unauthorized", "missing X-API-Key header");
+      if (!(await deps.keys.verify(key))) throw new AppError("unauthorized", "unknown or revoked API key");
+      caller = keyPrincipal(key, deps.config.apiKeys);
+    }
+    await rateLimit(request, path, caller, set.headers);
   };
 }
 
@@ -104,6 +114,14 @@ export function createApp(appDeps: AppDeps) {
   const live = liveEventParts(appDeps);
   appDeps = { ...appDeps, taskEvents: live.taskEvents, liveEvents: live.liveEvents };
   const deps = { ...appDeps, metrics: appDeps.metrics ?? createMetrics({}, { processMetrics: false }) };
+  const rateLimits =
+    deps.rateLimits ??
+    new RateLimits(deps.redis, queueKeys(deps.config.redisPrefix), {
+      limits: { enqueue: deps.config.rateLimitEnqueue, read: deps.config.rateLimitRead },
+      windowS: deps.config.rateLimitWindowS,
+      logger: deps.logger,
+      metrics: deps.metrics,
+    });
   // AGENTQ_DASHBOARD_ENABLED=false: no /dashboard route, and no session cookie opens the API.
   const dashboard = deps.config.dashboardEnabled
     ? new DashboardAuth({ config: deps.config, redis: deps.redis, db: deps.database.db, keys: deps.keys })
@@ -134,7 +152,9 @@ export function createApp(appDeps: AppDeps) {
           info: {
             title: "agentq",
             version: "0.1.0",
-            description: "Background coverage refreshes for knowledge agents. Every /api/v1 route needs an X-API-Key header.",
+            description:
+              "Background coverage refreshes for knowledge agents. Every /api/v1 route needs an X-API-Key header, and is rate limited per key: " +
+              "the routes that create tasks on one budget, the others on another (429 rate_limited with Retry-After; RateLimit-Policy and RateLimit fields on every counted response).",
           },
           components: {
             securitySchemes: { apiKey: { type: "apiKey", in: "header", name: "X-API-Key" } },
@@ -166,7 +186,7 @@ export function createApp(appDeps: AppDeps) {
       if (mapped.status === 413) set.headers.connection = "close";
       return mapped.body;
     })
-    .onRequest(apiKeyGuard(deps, dashboard))
+    .onRequest(apiKeyGuard(deps, dashboard, rateLimitCheck(rateLimits)))
     // Before the JSON body parser: the dashboard's sign-in and sign-out forms are url-encoded.
     .use(dashboardRoutes(deps, dashboard))
     .use(jsonBody(deps.config))

@@ -11,5 +11,6 @@ export const authErrors = {
   400: ErrorBody,
   401: ErrorBody,
   413: ErrorBody,
+  429: ErrorBody,
   503: ErrorBody,
 } as const;

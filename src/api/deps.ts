@@ -7,6 +7,7 @@ import type { KeyVerifier } from "../auth/apiKeys.ts";
 import type { Metrics } from "../metrics/registry.ts";
 import type { TaskEventPublisher } from "../queue/taskEvents.ts";
 import type { LiveEvents } from "./events/hub.ts";
+import type { RateLimits } from "../queue/rateLimits.ts";
 
 export interface AppDeps {
   config: Config;
@@ -22,4 +23,6 @@ export interface AppDeps {
   taskEvents?: TaskEventPublisher;
   /** The SSE hub of this process (src/api/events/hub.ts); createApp makes one (and its subscription) if absent. */
   liveEvents?: LiveEvents;
+  /** The per-key rate limits (src/queue/rateLimits.ts); createApp makes them on `redis` from the config if absent. */
+  rateLimits?: RateLimits;
 }

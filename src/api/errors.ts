@@ -38,6 +38,7 @@ export const STATUS_OF: Record<ErrorCode, number> = {
   payload_too_large: 413,
   unsupported_media_type: 415,
   taxonomy_cycle: 422,
+  rate_limited: 429,
   dependency_unavailable: 503,
   background_refresh_disabled: 503,
   too_many_streams: 503,

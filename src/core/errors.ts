@@ -19,7 +19,8 @@ export type ErrorCode =
   | "unsafe_webhook_url"
   | "webhooks_not_configured"
   | "background_refresh_disabled"
-  | "too_many_streams";
+  | "too_many_streams"
+  | "rate_limited";
 
 export class AppError extends Error {
   constructor(

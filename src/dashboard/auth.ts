@@ -125,15 +125,16 @@ export class DashboardAuth {
   /**
    * Authenticates an /api/v1 request made by the dashboard (a session cookie, no X-API-Key).
    * Throws 401 without a live session; for a change, 403 when it comes from another site,
-   * lacks the CSRF token, or the dashboard is read-only.
+   * lacks the CSRF token, or the dashboard is read-only. Returns the session.
    */
-  async authorizeApiRequest(request: Request): Promise<void> {
+  async authorizeApiRequest(request: Request): Promise<Session> {
     const session = await this.current(request);
     if (!session) throw new AppError("unauthorized", "the dashboard session has expired or was signed out; sign in again");
-    if (isSafeMethod(request.method)) return;
+    if (isSafeMethod(request.method)) return session;
     if (!isSameOrigin(request)) throw new AppError("forbidden", "a change to the dashboard must come from the dashboard's own pages");
     if (!DashboardAuth.csrfMatches(session, request.headers.get(CSRF_HEADER)))
       throw new AppError("forbidden", `a change made with a dashboard session needs its CSRF token in the ${CSRF_HEADER} header`);
     if (this.readOnly) throw new AppError("forbidden", "the dashboard is read-only (AGENTQ_DASHBOARD_READ_ONLY): it makes no changes");
+    return session;
   }
 }

@@ -25,6 +25,8 @@ export type RecoveryReason = (typeof RECOVERY_REASONS)[number];
 export const RESTART_REASONS = ["crash", "unresponsive"] as const;
 export const WEBHOOK_OUTCOMES = ["delivered", "dead"] as const;
 export const WEBHOOK_RESULTS = ["success", "http_error", "timeout", "network_error", "unsafe_url"] as const;
+/** The API's rate-limit policies (src/api/rateLimit.ts): routes that create tasks, and every other authenticated route. */
+export const RATE_LIMIT_POLICIES = ["enqueue", "read"] as const;
 
 /**
  * prom-client's default metrics that Bun does not back with real values, removed from the
@@ -317,6 +319,12 @@ export function createMetrics(sources: MetricSources = {}, options: MetricsOptio
       help: "SSE clients disconnected for letting more than AGENTQ_SSE_CLIENT_BUFFER_BYTES of events wait unread.",
       registers,
     }),
+    rateLimitErrors: new Counter({
+      name: "agentq_rate_limit_errors_total",
+      help: "Requests let through unchecked because the rate limiter could not reach Redis (error, or no answer in time), by policy.",
+      labelNames: ["policy"] as const,
+      registers,
+    }),
   };
 
   metrics.buildInfo.set({ version: pkg.version, bun_version: Bun.version }, 1);
@@ -333,6 +341,7 @@ export function createMetrics(sources: MetricSources = {}, options: MetricsOptio
   for (const reason of RECOVERY_REASONS) metrics.tasksRecovered.inc({ reason }, 0);
   for (const reason of RESTART_REASONS) metrics.workerRestarts.inc({ reason }, 0);
   for (const outcome of WEBHOOK_OUTCOMES) metrics.webhookDeliveries.inc({ outcome }, 0);
+  for (const policy of RATE_LIMIT_POLICIES) metrics.rateLimitErrors.inc({ policy }, 0);
   for (const result of WEBHOOK_RESULTS) {
     metrics.webhookAttempts.inc({ result }, 0);
     metrics.webhookAttemptSeconds.zero({ result });

@@ -11,6 +11,10 @@
  *   <prefix>:{coverage}:capacity                 hash supervisor id -> {"workers","busy","expires"} JSON
  *   <prefix>:{coverage}:runtimes                 list of recent run times (ms), newest first, capped
  *   <prefix>:{coverage}:lock:<job>               singleton locks (reconciler, retention)
+ *   <prefix>:{coverage}:ratelimit:<policy>:<caller>
+ *                                                requests of one API key in the current window of a policy (enqueue, read),
+ *                                                expiring with it (src/queue/rateLimits.ts); caller: stored:<key id> or
+ *                                                static:<SHA-256 of the key>, never the key
  *   <prefix>:dashboard:session:<sha256 of token> a dashboard session, JSON, expiring with it (src/dashboard/sessions.ts);
  *                                                outside the {coverage} slot: no script touches it with the queue keys
  */
@@ -30,6 +34,8 @@ export interface QueueKeys {
   capacity: string;
   runtimes: string;
   lock(job: string): string;
+  /** Prefix of one rate-limit policy's counters; a caller's counter is `<this>:<caller>` (rate-limiter-flexible's keyPrefix). */
+  rateLimit(policy: string): string;
   /** A dashboard session, by the SHA-256 (hex) of its cookie token. */
   dashboardSession(tokenHash: string): string;
   /** Every key of this prefix (for cleanup in tests and tooling). */
@@ -49,6 +55,7 @@ export function queueKeys(prefix: string): QueueKeys {
     capacity: `${base}:capacity`,
     runtimes: `${base}:runtimes`,
     lock: (job) => `${base}:lock:${job}`,
+    rateLimit: (policy) => `${base}:ratelimit:${policy}`,
     dashboardSession: (tokenHash) => `${prefix}:dashboard:session:${tokenHash}`,
     pattern: `${prefix}:*`,
   };

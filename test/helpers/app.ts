@@ -66,6 +66,10 @@ export async function createTestContext(overrides: Partial<Config> = {}, options
       apiKeys: [TEST_API_KEY],
       webhookSecrets: [TEST_WEBHOOK_SECRET],
       logLevel: "silent",
+      // Rate limits off: a test file sends hundreds of requests with one key in seconds.
+      // test/integration/rate-limit.test.ts turns them on to test them.
+      rateLimitEnqueue: 0,
+      rateLimitRead: 0,
       ...overrides,
     },
   );

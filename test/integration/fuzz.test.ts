@@ -124,7 +124,9 @@ let ctx: TestContext;
 const known = { version: "fuzz-1", nodes: [] as string[], agents: [] as string[], docs: [] as string[], tasks: [] as string[] };
 
 beforeAll(async () => {
-  ctx = await createTestContext();
+  // Rate limits on, but too high to refuse anything: every fuzzed request goes through the limiter
+  // (its Redis counter and its RateLimit fields) and none is answered 429 instead of by its route.
+  ctx = await createTestContext({ rateLimitEnqueue: 1_000_000, rateLimitRead: 1_000_000 });
   known.nodes = [uuid(), uuid(), uuid()];
   await postTaxonomy(ctx, known.version, [
     { node_id: known.nodes[0]!, label: "root" },

@@ -52,6 +52,27 @@ describe("loadConfig", () => {
     expect(() => loadConfig({ AGENTQ_API_KEYS: "short" })).toThrow(ConfigError);
   });
 
+  test("rate limits: per-key requests per window, 0 turns a policy off, bad values are named at start", () => {
+    expect(loadConfig({})).toMatchObject({ rateLimitEnqueue: 600, rateLimitRead: 1200, rateLimitWindowS: 60 });
+    expect(loadConfig({ AGENTQ_RATE_LIMIT_ENQUEUE: "0", AGENTQ_RATE_LIMIT_READ: "50", AGENTQ_RATE_LIMIT_WINDOW_S: "1" })).toMatchObject({
+      rateLimitEnqueue: 0,
+      rateLimitRead: 50,
+      rateLimitWindowS: 1,
+    });
+    let error: unknown;
+    try {
+      loadConfig({ AGENTQ_RATE_LIMIT_ENQUEUE: "-1", AGENTQ_RATE_LIMIT_READ: "lots", AGENTQ_RATE_LIMIT_WINDOW_S: "0" });
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    const problems = (error as ConfigError).problems.join("\n");
+    expect(problems).toContain("AGENTQ_RATE_LIMIT_ENQUEUE: Expected an integer from 0 to 1000000 (got -1)");
+    expect(problems).toContain('AGENTQ_RATE_LIMIT_READ: Expected an integer from 0 to 1000000 (got "lots")');
+    expect(problems).toContain("AGENTQ_RATE_LIMIT_WINDOW_S: Expected an integer from 1 to 86400 (got 0)");
+    expect(() => loadConfig({ AGENTQ_RATE_LIMIT_READ: "2.5" })).toThrow("AGENTQ_RATE_LIMIT_READ");
+  });
+
   test("overrides win over the environment", () => {
     expect(loadConfig({ WORKERS: "3" }, { workers: 7 }).workers).toBe(7);
   });

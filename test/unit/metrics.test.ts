@@ -5,6 +5,7 @@ import {
   createMetrics,
   exposition,
   PRIORITIES,
+  RATE_LIMIT_POLICIES,
   RECOVERY_REASONS,
   RESTART_REASONS,
   SCRAPE_READ_TIMEOUT_MS,
@@ -41,6 +42,7 @@ describe("createMetrics", () => {
       expect(s.get(`agentq_webhook_attempts_total{result="${r}"}`)).toBe(0);
       expect(s.get(`agentq_webhook_attempt_duration_seconds_count{result="${r}"}`)).toBe(0);
     }
+    for (const p of RATE_LIMIT_POLICIES) expect(s.get(`agentq_rate_limit_errors_total{policy="${p}"}`)).toBe(0);
     expect(s.get("agentq_lease_expiries_total")).toBe(0);
     expect(s.get("agentq_worker_busy_seconds_total")).toBe(0);
     expect(s.get(`agentq_build_info{version="${pkg.version}",bun_version="${Bun.version}"}`)).toBe(1);

@@ -121,7 +121,7 @@ export const eventRoutes = (deps: AppDeps & { liveEvents: LiveEvents }) => {
         detail: {
           summary: "Live events of a task (SSE): the task first, then its progress and status changes; closes after its terminal status",
           description: `The first event is \`task\`, the task as GET /tasks/{id} shows it; a terminal task is sent and the stream closes. Then \`progress\` and \`status\` events as they happen, and the stream closes after the terminal status (close your EventSource then: a reconnect gets the terminal task again). A status event without an id comes from re-reading the task (after an interruption of the event bus); \`deleted\` means the task is gone. ${EVENT_DOC}`,
-          responses: streamResponses([400, 401, 404, 503]),
+          responses: streamResponses([400, 401, 404, 429, 503]),
         },
       },
     )
@@ -145,7 +145,7 @@ export const eventRoutes = (deps: AppDeps & { liveEvents: LiveEvents }) => {
         detail: {
           summary: "Live events of every task (SSE), filtered by agent and status: for dashboards",
           description: `Starts with a \`: connected\` comment once the subscription is live, then every matching \`progress\` and \`status\` event; nothing about a task follows its terminal status. A \`resync\` event means events may have been missed (the event bus was interrupted): reload what you show. ${EVENT_DOC}`,
-          responses: streamResponses([400, 401, 503]),
+          responses: streamResponses([400, 401, 429, 503]),
         },
       },
     );
