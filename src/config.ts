@@ -5,6 +5,7 @@
 import { t } from "elysia";
 import { Value } from "@sinclair/typebox/value";
 import type { Static } from "@sinclair/typebox";
+import { doublingSchedule, MAX_STEP_MS, MAX_STEPS, parseSchedule, STANDARD_WEBHOOKS_SCHEDULE_MS } from "./webhooks/schedule.ts";
 
 export const ConfigSchema = t.Object({
   databaseUrl: t.String({ pattern: "^postgres(ql)?://" }),
@@ -86,14 +87,18 @@ export const ConfigSchema = t.Object({
   webhookAllowHttp: t.Boolean(),
   /** Host names (or literal addresses) whose webhooks may reach internal addresses. */
   webhookAllowedHosts: t.Array(t.String({ minLength: 1 })),
-  /** Retries after the first attempt of a webhook delivery. */
-  webhookRetries: t.Integer({ minimum: 0, maximum: 20 }),
-  /** First retry delay; each next one doubles. */
-  webhookBackoffMs: t.Integer({ minimum: 0 }),
+  /**
+   * Waits before each retry of a webhook delivery, in milliseconds (the first attempt is
+   * immediate): AGENTQ_WEBHOOK_SCHEDULE, or the doubling schedule of AGENTQ_WEBHOOK_RETRIES
+   * and AGENTQ_WEBHOOK_BACKOFF_MS (see webhookSchedule below). Empty: no retry.
+   */
+  webhookSchedule: t.Array(t.Integer({ minimum: 0, maximum: MAX_STEP_MS }), { maxItems: MAX_STEPS }),
+  /** Each retry's wait is spread over ±this share of its step (0.2: 80% to 120%). */
+  webhookJitter: t.Number({ minimum: 0, maximum: 1 }),
   /** Time limit of one delivery attempt. */
   webhookTimeoutMs: t.Integer({ minimum: 100 }),
   /** Longest Retry-After honoured; a longer one is cut to this. */
-  webhookMaxRetryAfterMs: t.Integer({ minimum: 0 }),
+  webhookMaxRetryAfterMs: t.Integer({ minimum: 0, maximum: MAX_STEP_MS }),
   /** Deliveries one sender runs at the same time. */
   webhookConcurrency: t.Integer({ minimum: 1, maximum: 1000 }),
   /** Port of a standalone supervisor's /metrics and /healthz server (0: a random free port). */
@@ -168,8 +173,8 @@ export const ENV_NAMES: Record<keyof Config, string> = {
   webhookSecrets: "AGENTQ_WEBHOOK_SECRETS",
   webhookAllowHttp: "AGENTQ_WEBHOOK_ALLOW_HTTP",
   webhookAllowedHosts: "AGENTQ_WEBHOOK_ALLOWED_HOSTS",
-  webhookRetries: "AGENTQ_WEBHOOK_RETRIES",
-  webhookBackoffMs: "AGENTQ_WEBHOOK_BACKOFF_MS",
+  webhookSchedule: "AGENTQ_WEBHOOK_SCHEDULE",
+  webhookJitter: "AGENTQ_WEBHOOK_JITTER",
   webhookTimeoutMs: "AGENTQ_WEBHOOK_TIMEOUT_MS",
   webhookMaxRetryAfterMs: "AGENTQ_WEBHOOK_MAX_RETRY_AFTER_MS",
   webhookConcurrency: "AGENTQ_WEBHOOK_CONCURRENCY",
@@ -223,10 +228,10 @@ export const DEFAULTS: Config = {
   webhookSecrets: [],
   webhookAllowHttp: false,
   webhookAllowedHosts: [],
-  webhookRetries: 3,
-  webhookBackoffMs: 1000,
+  webhookSchedule: [...STANDARD_WEBHOOKS_SCHEDULE_MS],
+  webhookJitter: 0.2,
   webhookTimeoutMs: 10_000,
-  webhookMaxRetryAfterMs: 60_000,
+  webhookMaxRetryAfterMs: 3_600_000,
   webhookConcurrency: 16,
   supervisorMetricsPort: 9464,
   backgroundRefreshEnabled: true,
@@ -261,6 +266,49 @@ function parseNumber(raw: string): number | string {
   return raw.trim() === "" || Number.isNaN(n) ? raw : n;
 }
 
+/** The older way to set the webhook schedule: N retries, the first after B ms, doubling. */
+export const WEBHOOK_RETRIES_ENV = "AGENTQ_WEBHOOK_RETRIES";
+export const WEBHOOK_BACKOFF_ENV = "AGENTQ_WEBHOOK_BACKOFF_MS";
+/** Their values when only one of the two is set (the original plan's 1 s, 2 s, 4 s). */
+export const LEGACY_WEBHOOK_DEFAULTS = { retries: 3, backoffMs: 1000 } as const;
+
+/**
+ * The webhook retry schedule, by precedence:
+ *  1. AGENTQ_WEBHOOK_SCHEDULE, a comma-separated list of durations (`5s,5m,30m,2h`);
+ *  2. else, when AGENTQ_WEBHOOK_RETRIES or AGENTQ_WEBHOOK_BACKOFF_MS is set, their doubling
+ *     schedule (RETRIES waits, the first BACKOFF_MS, each next twice as long; the one not set
+ *     takes its old default, 3 or 1000);
+ *  3. else the Standard Webhooks schedule (DEFAULTS).
+ * Setting both 1 and 2 is refused: one of them would be silently ignored.
+ */
+function webhookSchedule(value: (name: string) => string | undefined): { schedule: number[] } | { problems: string[] } {
+  const listed = value(ENV_NAMES.webhookSchedule);
+  const retries = value(WEBHOOK_RETRIES_ENV);
+  const backoff = value(WEBHOOK_BACKOFF_ENV);
+  if (listed !== undefined) {
+    if (retries !== undefined || backoff !== undefined) {
+      const others = [retries !== undefined && WEBHOOK_RETRIES_ENV, backoff !== undefined && WEBHOOK_BACKOFF_ENV].filter(Boolean).join(" and ");
+      return { problems: [`${ENV_NAMES.webhookSchedule}: set it or ${others}, not both (the schedule replaces them; see README, Configuration)`] };
+    }
+    const parsed = parseSchedule(listed);
+    if ("problems" in parsed) return { problems: parsed.problems.map((p) => `${ENV_NAMES.webhookSchedule}: ${p} (got ${JSON.stringify(listed)})`) };
+    return parsed;
+  }
+  if (retries === undefined && backoff === undefined) return { schedule: [...DEFAULTS.webhookSchedule] };
+  const problems: string[] = [];
+  const n = retries === undefined ? LEGACY_WEBHOOK_DEFAULTS.retries : parseNumber(retries);
+  const b = backoff === undefined ? LEGACY_WEBHOOK_DEFAULTS.backoffMs : parseNumber(backoff);
+  if (typeof n !== "number" || !Number.isInteger(n) || n < 0 || n > 20)
+    problems.push(`${WEBHOOK_RETRIES_ENV}: Expected an integer from 0 to 20 (got ${JSON.stringify(retries)})`);
+  if (typeof b !== "number" || !Number.isInteger(b) || b < 0)
+    problems.push(`${WEBHOOK_BACKOFF_ENV}: Expected an integer of at least 0 (got ${JSON.stringify(backoff)})`);
+  if (problems.length > 0) return { problems };
+  const schedule = doublingSchedule(n as number, b as number);
+  if (schedule.some((ms) => ms > MAX_STEP_MS))
+    return { problems: [`${WEBHOOK_RETRIES_ENV}/${WEBHOOK_BACKOFF_ENV}: the last doubled wait, ${schedule.at(-1)} ms, is longer than 30 days`] };
+  return { schedule };
+}
+
 /**
  * One problem in words. `t.Integer` is a union (an integer, or a string of one), whose failure
  * TypeBox words as "Expected union value": say which integers are accepted instead.
@@ -288,6 +336,9 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     const raw = pick(key);
     return raw === undefined ? DEFAULTS[key] : parseBoolean(raw);
   };
+  const schedule = webhookSchedule((name) => (env[name] === undefined || env[name] === "" ? undefined : env[name]));
+  // An override (tests, benchmarks) replaces the environment's schedule, and its problems.
+  const scheduleProblems = "problems" in schedule && overrides.webhookSchedule === undefined ? schedule.problems : [];
   const candidate: Record<keyof Config, unknown> = {
     databaseUrl: pick("databaseUrl") ?? DEFAULTS.databaseUrl,
     redisUrl: pick("redisUrl") ?? DEFAULTS.redisUrl,
@@ -326,8 +377,8 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     webhookSecrets: parseList(pick("webhookSecrets")),
     webhookAllowHttp: bool("webhookAllowHttp"),
     webhookAllowedHosts: parseList(pick("webhookAllowedHosts")).map((host) => host.toLowerCase()),
-    webhookRetries: num("webhookRetries"),
-    webhookBackoffMs: num("webhookBackoffMs"),
+    webhookSchedule: "schedule" in schedule ? schedule.schedule : DEFAULTS.webhookSchedule,
+    webhookJitter: num("webhookJitter"),
     webhookTimeoutMs: num("webhookTimeoutMs"),
     webhookMaxRetryAfterMs: num("webhookMaxRetryAfterMs"),
     webhookConcurrency: num("webhookConcurrency"),
@@ -343,13 +394,13 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     rateLimitWindowS: num("rateLimitWindowS"),
     ...overrides,
   };
-  if (!Value.Check(ConfigSchema, candidate)) {
+  if (scheduleProblems.length > 0 || !Value.Check(ConfigSchema, candidate)) {
     const problems = [...Value.Errors(ConfigSchema, candidate)].map((e) => {
       const field = e.path.split("/")[1] as keyof Config | undefined;
       const name = field ? ENV_NAMES[field] ?? field : "config";
       return `${name}: ${describeIssue(e)} (got ${JSON.stringify(e.value)})`;
     });
-    throw new ConfigError(problems);
+    throw new ConfigError([...scheduleProblems, ...problems]);
   }
   return candidate as Config;
 }

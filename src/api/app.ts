@@ -16,6 +16,7 @@ import { agentRoutes } from "./agents/index.ts";
 import { taskRoutes } from "./tasks/index.ts";
 import { taskConsoleRoutes } from "./tasks/console.ts";
 import { scheduleRoutes } from "./schedules/index.ts";
+import { webhookRoutes } from "./webhooks/index.ts";
 import { workerRoutes } from "./workers/index.ts";
 import { createMetrics } from "../metrics/registry.ts";
 import { eventRoutes, liveEventParts } from "./events/index.ts";
@@ -133,6 +134,7 @@ export function createApp(appDeps: AppDeps) {
     .use(taskConsoleRoutes(deps))
     .use(taskRoutes(deps))
     .use(scheduleRoutes(deps))
+    .use(webhookRoutes(deps))
     .use(workerRoutes(deps));
 
   const root = new Elysia({ name: "agentq", normalize: false });

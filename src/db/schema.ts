@@ -377,6 +377,8 @@ export const webhookOutbox = pgTable(
     createdAt: tstz("created_at").notNull().defaultNow(),
     updatedAt: tstz("updated_at").notNull().defaultNow(),
     deliveredAt: tstz("delivered_at"),
+    /** Why a dead delivery is dead: exhausted (schedule spent), gone (410), rejected (other 4xx, 3xx), unsafe_url. */
+    deadReason: text("dead_reason"),
   },
   (t) => [
     unique("webhook_outbox_webhook_id_key").on(t.webhookId),
@@ -384,10 +386,30 @@ export const webhookOutbox = pgTable(
     index("webhook_outbox_due_idx")
       .on(t.nextAttemptAt)
       .where(sql`${t.status} = 'pending'`),
+    // GET /webhooks/deliveries?status= pages newest first, and bulk redelivery oldest first, on (created_at, task_id).
+    index("webhook_outbox_status_created_idx").on(t.status, t.createdAt, t.taskId),
     check("webhook_outbox_status_values", sql`${t.status} in ('pending', 'delivered', 'dead')`),
     check("webhook_outbox_attempts_nonnegative", sql`${t.attempts} >= 0 and ${t.roundAttempts} >= 0`),
+    check(
+      "webhook_outbox_dead_reason_values",
+      sql`(${t.status} = 'dead') = (${t.deadReason} is not null) and (${t.deadReason} is null or ${t.deadReason} in ('exhausted', 'gone', 'rejected', 'unsafe_url'))`,
+    ),
   ],
 );
+
+/**
+ * Webhook URLs that answered 410 Gone: the receiver wants no more webhooks there, so no
+ * delivery to this exact URL is attempted again (it ends dead, reason gone) until an operator
+ * redelivers one of its deliveries by task id, which removes the mark. No foreign key: the
+ * mark outlives the task whose delivery got the 410 (retention deletes tasks).
+ */
+export const webhookGoneUrls = pgTable("webhook_gone_urls", {
+  url: text("url").primaryKey(),
+  /** The delivery that got the 410. */
+  taskId: text("task_id").notNull(),
+  webhookId: text("webhook_id").notNull(),
+  markedAt: tstz("marked_at").notNull().defaultNow(),
+});
 
 export const apiKeys = pgTable(
   "api_keys",

@@ -3,17 +3,21 @@
  * worker actor: a worker must not wait on a client's server).
  *
  *   outbox row (trigger, same transaction as the task's end)
- *     -> NOTIFY wakes a sender (a periodic sweep covers lost notifications and
- *        deliveries whose sender died: their lock lapses and they are claimed again)
- *     -> claim (locked for one attempt + margin)
- *     -> p-retry: attempt, record it, back off (1 s, 2 s, 4 s by default; longer
- *        when the receiver asks with Retry-After), until delivered or dead.
+ *     -> NOTIFY wakes a sender (a periodic sweep covers lost notifications, retries
+ *        another sender scheduled, and deliveries whose sender died: their lock lapses)
+ *     -> claim (locked for ONE attempt + margin)
+ *     -> attempt, then record it in one statement: delivered, dead (with its reason), or
+ *        pending again with next_attempt_at = now + the schedule's next wait (jittered,
+ *        never before a Retry-After), unlocked.
+ *
+ * A retry is never slept in memory: it waits in the outbox, so hours-long schedules survive
+ * restarts and any sender takes the next attempt when it is due. The sender that recorded a
+ * retry keeps its due time as a hint and wakes for it (the sweep is the fallback).
  *
  * Delivery is at least once: a sender that dies after the receiver answered but
  * before the attempt was recorded is repeated by another sender with the same
  * `webhook-id`, which receivers use to ignore duplicates.
  */
-import pRetry, { AbortError } from "p-retry";
 import type { Logger } from "pino";
 import { randomBytes } from "node:crypto";
 import type { Config } from "../config.ts";
@@ -21,14 +25,16 @@ import type { Database } from "../db/client.ts";
 import { toIsoOrNull } from "../db/values.ts";
 import {
   claimDueDeliveries,
+  endGoneDelivery,
   recordAttempt,
   releaseDeliveries,
-  scheduleRetry,
   WEBHOOK_CHANNEL,
   type ClaimedDelivery,
+  type DeadReason,
 } from "../db/webhooks.ts";
 import type { Metrics } from "../metrics/registry.ts";
 import { attemptDelivery, type AttemptOutcome } from "./deliver.ts";
+import { retryDelayMs, type RetryPolicy } from "./schedule.ts";
 import { signWebhook } from "./signing.ts";
 import type { Resolver } from "./urlSafety.ts";
 
@@ -42,6 +48,8 @@ export interface WebhookSenderOptions {
   resolve?: Resolver;
   /** How often to look for due deliveries when no notification arrives (default: the reconcile period). */
   sweepEveryMs?: number;
+  /** Source of the jitter, in [0, 1) (default Math.random; tests pass a fixed one). */
+  random?: () => number;
 }
 
 /** Slack on top of the attempt timeout (at most the timeout itself) before another sender may take a delivery over. */
@@ -59,29 +67,15 @@ export function serializePayload(payload: Record<string, unknown>): string {
   });
 }
 
-/** The delivery is over for this sender (dead, or taken over): nothing to retry. */
-class DeliveryEnded extends Error {}
+/** Retry due times this sender keeps as wake-up hints, at most (the sweep finds the rest). */
+const MAX_WAKE_HINTS = 10_000;
 
-/** A sleep that ends early when the sender stops. */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-  });
-}
-
-class RetryableAttempt extends Error {
-  constructor(
-    readonly outcome: AttemptOutcome,
-    readonly attemptRowId: number,
-  ) {
-    super(outcome.error ?? outcome.result);
-  }
+/** How a failed attempt ends the delivery, when it does. */
+export function deadReasonOf(outcome: AttemptOutcome): DeadReason | null {
+  if (outcome.statusCode === 410) return "gone";
+  if (outcome.result === "unsafe_url") return "unsafe_url";
+  if (!outcome.retryable) return "rejected";
+  return null;
 }
 
 export class WebhookSender {
@@ -93,10 +87,18 @@ export class WebhookSender {
   private loop: Promise<void> | null = null;
   private unlisten: (() => Promise<void>) | null = null;
   private readonly lockMs: number;
+  private readonly policy: RetryPolicy;
+  /** Due times (epoch ms, ascending) of retries this sender recorded: it wakes for them. */
+  private readonly wakeHints: number[] = [];
 
   constructor(private readonly options: WebhookSenderOptions) {
     this.id = options.id ?? `webhooks-${randomBytes(4).toString("hex")}`;
     this.lockMs = options.config.webhookTimeoutMs + Math.min(LOCK_MARGIN_MS, options.config.webhookTimeoutMs);
+    this.policy = {
+      schedule: options.config.webhookSchedule,
+      jitter: options.config.webhookJitter,
+      maxRetryAfterMs: options.config.webhookMaxRetryAfterMs,
+    };
   }
 
   async start(): Promise<void> {
@@ -136,6 +138,31 @@ export class WebhookSender {
     wake?.();
   }
 
+  /** Remembers a retry's due time (a local clock reading: no skew with PostgreSQL's). */
+  private hint(at: number) {
+    const hints = this.wakeHints;
+    let lo = 0;
+    let hi = hints.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (hints[mid]! <= at) lo = mid + 1;
+      else hi = mid;
+    }
+    hints.splice(lo, 0, at);
+    if (hints.length > MAX_WAKE_HINTS) hints.pop();
+    if (lo === 0) this.poke(); // the loop may be sleeping past it
+  }
+
+  /** How long to sleep: until the next hinted retry, at most a sweep period. */
+  private nextWaitMs(sweepMs: number): number {
+    const now = Date.now();
+    let due = 0;
+    while (due < this.wakeHints.length && this.wakeHints[due]! <= now) due++;
+    this.wakeHints.splice(0, due);
+    const next = this.wakeHints[0];
+    return next === undefined ? sweepMs : Math.min(sweepMs, next - now);
+  }
+
   private async run() {
     const { config, database, logger } = this.options;
     const sweepMs = this.options.sweepEveryMs ?? config.reconcileEveryMs;
@@ -153,8 +180,10 @@ export class WebhookSender {
       // A full batch may mean more are due: claim again before waiting.
       if (free > 0 && claimed.length === free) continue;
       if (!this.running) break;
+      const waitMs = this.nextWaitMs(sweepMs);
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, sweepMs);
+        // +1: PostgreSQL's now() when the retry was recorded came before our clock reading.
+        const timer = setTimeout(resolve, waitMs + 1);
         this.wakeUp = () => {
           clearTimeout(timer);
           resolve();
@@ -176,68 +205,70 @@ export class WebhookSender {
     this.inFlight.set(delivery.taskId, work);
   }
 
+  /** One attempt of a claimed delivery, recorded with what follows it. */
   private async deliver(delivery: ClaimedDelivery): Promise<void> {
     const { config, database, logger, metrics } = this.options;
-    const body = serializePayload(delivery.payload);
-    const attemptsLeft = Math.max(1, config.webhookRetries + 1 - delivery.roundAttempts);
     const log = logger.child({ task_id: delivery.taskId, webhook_id: delivery.webhookId });
-    const signal = this.stopping.signal;
 
-    await pRetry(
-      async (attemptNumber) => {
-        const headers = signWebhook({ id: delivery.webhookId, timestampSeconds: Math.floor(Date.now() / 1000), body }, config.webhookSecrets);
-        const outcome = await attemptDelivery(
-          { url: delivery.url, body, headers },
-          {
-            policy: { allowHttp: config.webhookAllowHttp, allowedHosts: config.webhookAllowedHosts },
-            resolve: this.options.resolve,
-            timeoutMs: config.webhookTimeoutMs,
-            signal,
-          },
-        );
-        const last = attemptNumber >= attemptsLeft;
-        const final = outcome.result === "success" ? "delivered" : !outcome.retryable || last ? "dead" : null;
-        const recorded = await recordAttempt(database.db, delivery.taskId, this.id, {
-          statusCode: outcome.statusCode,
-          error: outcome.error,
-          durationMs: outcome.durationMs,
-          final,
-          lockMs: this.lockMs,
-        });
-        metrics?.webhookAttempts.inc({ result: outcome.result });
-        metrics?.webhookAttemptSeconds.observe({ result: outcome.result }, outcome.durationMs / 1000);
-        if (!recorded) throw new AbortError(new DeliveryEnded("the delivery was taken over by another sender"));
-        if (final !== null) {
-          metrics?.webhookDeliveries.inc({ outcome: final });
-          if (final === "delivered") log.info({ attempt: recorded.attempt, status_code: outcome.statusCode, duration_ms: outcome.durationMs }, "webhook delivered");
-          else log.warn({ attempt: recorded.attempt, status_code: outcome.statusCode, error: outcome.error }, "webhook delivery dead");
-          if (final === "dead") throw new AbortError(new DeliveryEnded(outcome.error ?? "delivery failed"));
-          return;
-        }
-        log.debug({ attempt: recorded.attempt, status_code: outcome.statusCode, error: outcome.error }, "webhook attempt failed; retrying");
-        throw new RetryableAttempt(outcome, recorded.attemptRowId);
-      },
+    if (delivery.gone && (await endGoneDelivery(database.db, delivery.taskId, this.id))) {
+      metrics?.webhookDeliveries.inc({ outcome: "dead" });
+      log.warn({ url: delivery.url }, "webhook delivery dead: its URL answered 410 Gone before; not attempted");
+      return;
+    }
+
+    const body = serializePayload(delivery.payload);
+    const headers = signWebhook({ id: delivery.webhookId, timestampSeconds: Math.floor(Date.now() / 1000), body }, config.webhookSecrets);
+    const outcome = await attemptDelivery(
+      { url: delivery.url, body, headers },
       {
-        retries: attemptsLeft - 1,
-        factor: 2,
-        // A delivery taken over mid-round (its sender died or stopped) continues the
-        // round's backoff: after r attempts the next wait is base * 2^r, not base again.
-        minTimeout: config.webhookBackoffMs * 2 ** delivery.roundAttempts,
-        randomize: false,
-        signal,
-        onFailedAttempt: async ({ error, retryDelay, retriesLeft }) => {
-          if (!(error instanceof RetryableAttempt) || retriesLeft === 0) return;
-          const asked = Math.min(error.outcome.retryAfterMs ?? 0, config.webhookMaxRetryAfterMs);
-          const wait = Math.max(retryDelay, asked);
-          await scheduleRetry(database.db, delivery.taskId, this.id, error.attemptRowId, wait, this.lockMs);
-          // p-retry waits retryDelay after this; a longer Retry-After is the difference.
-          if (wait > retryDelay) await sleep(wait - retryDelay, signal);
-        },
+        policy: { allowHttp: config.webhookAllowHttp, allowedHosts: config.webhookAllowedHosts },
+        resolve: this.options.resolve,
+        timeoutMs: config.webhookTimeoutMs,
+        signal: this.stopping.signal,
       },
-    ).catch((error) => {
-      // Dead deliveries and lost locks end here; they are recorded already.
-      if (error instanceof DeliveryEnded) return;
-      throw error;
+    );
+    const attemptsInRound = delivery.roundAttempts + 1;
+    let final: "delivered" | "dead" | null = null;
+    let deadReason: DeadReason | null = null;
+    let nextDelayMs: number | null = null;
+    if (outcome.result === "success") final = "delivered";
+    else {
+      deadReason = deadReasonOf(outcome);
+      if (deadReason === null) {
+        nextDelayMs = retryDelayMs(this.policy, attemptsInRound, outcome.retryAfterMs, this.options.random);
+        if (nextDelayMs === null) deadReason = "exhausted";
+      }
+      if (deadReason !== null) final = "dead";
+    }
+
+    const recorded = await recordAttempt(database.db, delivery.taskId, this.id, {
+      statusCode: outcome.statusCode,
+      error: outcome.error,
+      durationMs: outcome.durationMs,
+      final,
+      deadReason,
+      nextDelayMs,
+      markGone: deadReason === "gone",
     });
+    const recordedAt = Date.now();
+    metrics?.webhookAttempts.inc({ result: outcome.result });
+    metrics?.webhookAttemptSeconds.observe({ result: outcome.result }, outcome.durationMs / 1000);
+    if (!recorded) {
+      log.warn({ status_code: outcome.statusCode }, "webhook attempt not recorded: the delivery was taken over by another sender");
+      return;
+    }
+    if (final === "delivered") {
+      metrics?.webhookDeliveries.inc({ outcome: "delivered" });
+      log.info({ attempt: recorded.attempt, status_code: outcome.statusCode, duration_ms: outcome.durationMs }, "webhook delivered");
+    } else if (final === "dead") {
+      metrics?.webhookDeliveries.inc({ outcome: "dead" });
+      log.warn({ attempt: recorded.attempt, status_code: outcome.statusCode, error: outcome.error, dead_reason: deadReason }, "webhook delivery dead");
+    } else {
+      this.hint(recordedAt + nextDelayMs!);
+      log.debug(
+        { attempt: recorded.attempt, status_code: outcome.statusCode, error: outcome.error, next_attempt_at: recorded.nextAttemptAt },
+        "webhook attempt failed; retry scheduled",
+      );
+    }
   }
 }

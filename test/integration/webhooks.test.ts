@@ -27,9 +27,10 @@ import type { Resolver } from "../../src/webhooks/urlSafety.ts";
 const WEBHOOKS: Partial<Config> = {
   webhookAllowHttp: true,
   webhookAllowedHosts: ["127.0.0.1"],
-  webhookBackoffMs: 50,
+  // The original plan's three doubling retries, compressed (no jitter: the gaps are checked).
+  webhookSchedule: [50, 100, 200],
+  webhookJitter: 0,
   webhookTimeoutMs: 400,
-  webhookRetries: 3,
   reconcileEveryMs: 200,
 };
 
@@ -156,7 +157,7 @@ describe("delivery", () => {
     const { metrics } = await sender();
     const taskId = await cancelledTaskWithWebhook(hook.url());
     const dead = await finished(taskId);
-    expect(dead).toMatchObject({ status: "dead", attempts: 4, last_status_code: 500, last_error: "HTTP 500" });
+    expect(dead).toMatchObject({ status: "dead", dead_reason: "exhausted", attempts: 4, last_status_code: 500, last_error: "HTTP 500" });
     expect(hook.requests).toHaveLength(4);
     expect(await retryCount(taskId)).toBe(4);
     expect(await counter(metrics.webhookDeliveries, "outcome")).toEqual({ dead: 1 });
@@ -164,9 +165,9 @@ describe("delivery", () => {
     healthy = true;
     const again = await ctx.request("POST", `tasks/${taskId}/webhook/redeliver`);
     expect(again.status).toBe(202);
-    expect(again.body).toMatchObject({ task_id: taskId, status: "pending", webhook_id: dead.webhook_id });
+    expect(again.body).toMatchObject({ task_id: taskId, status: "pending", dead_reason: null, webhook_id: dead.webhook_id });
     const delivered = await finished(taskId);
-    expect(delivered).toMatchObject({ status: "delivered", attempts: 5 });
+    expect(delivered).toMatchObject({ status: "delivered", dead_reason: null, attempts: 5 });
     expect(hook.requests[4]!.headers["webhook-id"]).toBe(dead.webhook_id);
     expect(await retryCount(taskId)).toBe(5);
   });
@@ -176,7 +177,7 @@ describe("delivery", () => {
     await sender();
     const taskId = await cancelledTaskWithWebhook(hook.url());
     const delivery = await finished(taskId);
-    expect(delivery).toMatchObject({ status: "dead", attempts: 1, last_status_code: 400 });
+    expect(delivery).toMatchObject({ status: "dead", dead_reason: "rejected", attempts: 1, last_status_code: 400 });
     expect(hook.requests).toHaveLength(1);
   });
 
@@ -185,13 +186,13 @@ describe("delivery", () => {
     const hook = receiver([], { status: 302, headers: { location: inside.url("/internal") } });
     await sender();
     const delivery = await finished(await cancelledTaskWithWebhook(hook.url()));
-    expect(delivery).toMatchObject({ status: "dead", attempts: 1, last_status_code: 302, last_error: "redirect (HTTP 302) not followed" });
+    expect(delivery).toMatchObject({ status: "dead", dead_reason: "rejected", attempts: 1, last_status_code: 302, last_error: "redirect (HTTP 302) not followed" });
     expect(inside.requests).toHaveLength(0);
   });
 
   test("a receiver that never answers: every attempt ends at the timeout and is retried", async () => {
     const hook = receiver([], "hang");
-    const { metrics } = await sender({ config: { webhookTimeoutMs: 300, webhookRetries: 1 } });
+    const { metrics } = await sender({ config: { webhookTimeoutMs: 300, webhookSchedule: [50] } });
     const delivery = await finished(await cancelledTaskWithWebhook(hook.url()));
     expect(delivery).toMatchObject({ status: "dead", attempts: 2, last_status_code: null, last_error: "no answer within 300 ms" });
     for (const attempt of delivery.attempt_log) expect(attempt.duration_ms!).toBeGreaterThanOrEqual(290);
@@ -211,7 +212,7 @@ describe("delivery", () => {
     const closed = receiver();
     const url = closed.url();
     closed.stop();
-    const { metrics } = await sender({ config: { webhookRetries: 1 } });
+    const { metrics } = await sender({ config: { webhookSchedule: [50] } });
     const delivery = await finished(await cancelledTaskWithWebhook(url));
     expect(delivery).toMatchObject({ status: "dead", attempts: 2, last_status_code: null });
     expect(await counter(metrics.webhookAttempts, "result")).toEqual({ network_error: 2 });
@@ -244,7 +245,7 @@ describe("URL safety", () => {
     const { metrics } = await sender({ resolve: rebinding });
     const taskId = await cancelledTaskWithStoredUrl(`http://rebind.test:${port}/hook`);
     const delivery = await finished(taskId);
-    expect(delivery).toMatchObject({ status: "dead", attempts: 1, last_status_code: null });
+    expect(delivery).toMatchObject({ status: "dead", dead_reason: "unsafe_url", attempts: 1, last_status_code: null });
     expect(delivery.last_error).toBe("unsafe webhook URL: host rebind.test resolves to 10.1.2.3, which is a private address");
     expect(hook.requests).toHaveLength(0);
     expect(await counter(metrics.webhookAttempts, "result")).toEqual({ unsafe_url: 1 });
@@ -333,13 +334,13 @@ describe("durability", () => {
     expect(await finished(taskId)).toMatchObject({ status: "delivered", attempts: 1 });
   }, 30_000);
 
-  test("a sender that takes a delivery over mid-round continues its backoff (base * 2^attempts), not from the base", async () => {
+  test("a sender that takes a delivery over mid-round continues the schedule where it stood, not from its first step", async () => {
     const hook = receiver([], 503);
     const first = await sender();
     const taskId = await cancelledTaskWithWebhook(hook.url());
-    // Attempts 1 and 2 recorded; the first sender now waits 100 ms before attempt 3.
+    // Attempts 1 and 2 recorded; attempt 3 is due 100 ms after the second (step 2 of the schedule).
     await eventually(async () => ((await getDelivery(ctx.database.db, taskId))?.attempts === 2 ? true : undefined), 5000, "two attempts");
-    await first.sender.stop(); // hands the delivery back with its round so far
+    await first.sender.stop(); // the retry waits in the outbox, not in this sender
     running.senders.splice(running.senders.indexOf(first.sender), 1);
     expect(await getDelivery(ctx.database.db, taskId)).toMatchObject({ status: "pending", attempts: 2 });
 
@@ -347,7 +348,7 @@ describe("durability", () => {
     const requests = await hook.waitFor(4);
     expect((await finished(taskId)).status).toBe("dead"); // 4 attempts in the round, not 2 more than that
     expect(hook.requests).toHaveLength(4);
-    // Attempt 3 failed: the wait before attempt 4 is 50 ms * 2^2 = 200 ms (a fresh round would wait 50 ms).
+    // Attempt 3 failed: the wait before attempt 4 is step 3, 200 ms (a fresh round would wait 50 ms).
     expect(requests[3]!.at - requests[2]!.at).toBeGreaterThanOrEqual(195);
   });
 

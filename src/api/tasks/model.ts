@@ -90,12 +90,25 @@ export const History = t.Object({
   total_entries: t.Integer(),
 });
 
+export const DeliveryStatusT = t.Union([t.Literal("pending"), t.Literal("delivered"), t.Literal("dead")], {
+  description: "pending: to send, or a retry waiting for next_attempt_at; delivered: a 2xx; dead: no more attempts (see dead_reason)",
+});
+
+export const DeadReasonT = t.Nullable(
+  t.Union([t.Literal("exhausted"), t.Literal("gone"), t.Literal("rejected"), t.Literal("unsafe_url")]),
+  {
+    description:
+      "Why a dead delivery is dead (null unless dead): exhausted (every attempt of the retry schedule failed), gone (the receiver answered 410 Gone, now or to an earlier delivery to this URL: it is not attempted again until a delivery to it is redelivered by task id), rejected (another 4xx, or a 3xx: not retried), unsafe_url (the URL resolved to an address that is not public)",
+  },
+);
+
 export const WebhookDelivery = t.Object(
   {
     task_id: TaskId,
     webhook_id: t.String({ description: "The webhook-id header: the same for every attempt" }),
     url: t.String(),
-    status: t.Union([t.Literal("pending"), t.Literal("delivered"), t.Literal("dead")]),
+    status: DeliveryStatusT,
+    dead_reason: DeadReasonT,
     attempts: t.Integer({ minimum: 0, description: "Attempts made, across redeliveries" }),
     next_attempt_at: t.Nullable(Timestamp),
     last_status_code: t.Nullable(t.Integer()),
