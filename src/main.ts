@@ -15,6 +15,7 @@ import { createMetrics, type Metrics } from "./metrics/registry.ts";
 import { storeSources } from "./metrics/sources.ts";
 import { queueKeys } from "./queue/keys.ts";
 import { KeyRevocations } from "./queue/keyRevocations.ts";
+import { uiAssets } from "./dashboard/uiAssets.ts";
 
 export interface Runtime {
   config: Config;
@@ -71,6 +72,11 @@ export function serveApi(runtime: Runtime, isDraining: () => boolean) {
   });
   // Bun's body limit is out of the way, so every 413 is ours, with the error shape (listenOptions).
   app.listen(listenOptions(config));
+  // The pages' assets (Swagger UI's files, the dashboard's bundle) are made now, not at the first visit.
+  uiAssets().then(
+    () => logger.debug("ui assets ready"),
+    (error) => logger.error({ err: error }, "the /swagger and /dashboard assets do not build; those pages answer 500"),
+  );
   logger.info({ host: config.host, port: app.server?.port }, "api listening; docs at /swagger");
   return app;
 }

@@ -49,7 +49,7 @@ ${error}
 <input id="api_key" name="api_key" type="password" autocomplete="current-password" required autofocus spellcheck="false" maxlength="256">
 <button type="submit" class="button primary">Sign in</button>
 </form>
-<p class="login-note">Create a key with <code>bun run keys create &lt;name&gt;</code>. The key is checked once; the browser keeps only a session cookie.</p>
+<p class="login-note">Create a key with <code>bun run keys create &lt;name&gt;</code>. The key is checked when you sign in and never stored; the browser keeps only a session cookie.</p>
 ${readOnly}
 </main>
 </body>

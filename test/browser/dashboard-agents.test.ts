@@ -20,6 +20,8 @@ let offline: OfflineContext;
 let page: Page;
 let immediates: { restore(): void } | undefined;
 let agentId: string;
+/** An agent with a fortnight of history, for the README's picture. */
+let pictured: string;
 const nodes = { root: uuid(), law: uuid(), tax: uuid(), audit: uuid() };
 
 async function historyRows(id: string): Promise<number> {
@@ -39,7 +41,7 @@ beforeAll(async () => {
     { node_id: nodes.audit, label: "Auditing", parent_ids: [nodes.root] },
   ]);
   agentId = (await postAgent(ctx, { name: "Finance analyst", taxonomy_node_ids: [nodes.root], taxonomy_version: "2024.1" })).agent_id;
-  await postAgent(ctx, { name: "Tax helper", taxonomy_node_ids: [nodes.tax], taxonomy_version: "2024.1" });
+  pictured = (await postAgent(ctx, { name: "Tax helper", taxonomy_node_ids: [nodes.root], taxonomy_version: "2024.1" })).agent_id;
   // Seven measurements, the coverage growing as documents arrive: seven history rows.
   for (let i = 0; i < 7; i++) {
     await postDocument(ctx, { title: `memo ${i}`, chunks: ["a", "b"], mappings: [{ node_id: i % 2 ? nodes.law : nodes.root, version: "2024.1", confidence: 0.9 }] });
@@ -94,7 +96,29 @@ describe("agent pages", () => {
     await eventually(async () => ((await chartPoints()) === 8 ? true : undefined), 15_000, "the chart's eighth point");
     expect(await historyRows(agentId)).toBe(8);
     await page.locator(`tr[data-task-id="${task!.task_id}"] [data-status="completed"]`).waitFor({ timeout: 5000 });
+  }, 30_000);
+
+  test("an agent with a fortnight of history, a schedule and gaps (the README's picture)", async () => {
+    // A measurement a day for two weeks, written directly: test data for the picture, not a behaviour under test.
+    const measured = await ctx.request("POST", `agents/${pictured}/coverage/refresh?background=false`);
+    expect(measured.status).toBe(200);
+    const now = measured.body.overall_coverage as number;
+    const day = 24 * 3600 * 1000;
+    for (let i = 1; i <= 14; i++) {
+      const coverage = Math.round(now * (1 - i / 16) * 100) / 100;
+      await ctx.database.db.execute(
+        sql`insert into coverage_history (agent_id, timestamp, overall_coverage, total_documents, total_chunks, version)
+            values (${pictured}, ${new Date(Date.now() - i * day).toISOString()}, ${coverage}, ${Math.max(0, 7 - Math.ceil(i / 2))}, ${Math.max(0, 14 - i)}, '2024.1')`,
+      );
+    }
+    expect((await ctx.request("PUT", `agents/${pictured}/schedule`, { body: { cron: "0 3 * * *", timezone: "Europe/Paris", priority: "low" } })).status).toBe(201);
+    await page.goto(`/dashboard/agents/${pictured}`);
+    await page.locator(".chart[data-points]").waitFor();
+    expect(await chartPoints()).toBe(await historyRows(pictured));
+    await page.locator(".gaps-table tbody tr").first().waitFor();
+    await page.locator('[data-schedule="next"]').waitFor();
     await screenshot(page, "dashboard-agent");
+    await screenshot(page, "dashboard-agent-full", { fullPage: true });
   }, 30_000);
 
   test("the gaps name their nodes", async () => {

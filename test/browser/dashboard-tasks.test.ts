@@ -98,10 +98,10 @@ describe("task pages", () => {
     await page.goto("/dashboard/tasks");
     await page.locator(`tr[data-task-id="${waiting}"]`).waitFor();
     expect(await taskStatus(ctx, waiting)).toBe("pending");
-    await screenshot(page, "dashboard-tasks");
 
     await page.getByRole("checkbox", { name: `Select ${running}` }).check();
     await page.getByRole("checkbox", { name: `Select ${waiting}` }).check();
+    await screenshot(page, "dashboard-tasks");
     await page.locator('[data-action="cancel-selected"]').click();
     await expect(page.getByRole("status").textContent()).resolves.toBe("Cancelled 2 tasks.");
     expect(await waitForStatus(ctx, running, ["cancelled"], 5000)).toBe("cancelled");

@@ -127,11 +127,11 @@ export async function offlineContext(browser: Browser, origin: string): Promise<
  * Saves a screenshot when SCREENSHOT_DIR is set (`SCREENSHOT_DIR=docs/images bun test
  * test/browser` refreshes the README's pictures); otherwise does nothing.
  */
-export async function screenshot(page: Page, name: string): Promise<void> {
+export async function screenshot(page: Page, name: string, options: { fullPage?: boolean } = {}): Promise<void> {
   const dir = process.env.SCREENSHOT_DIR;
   if (!dir) return;
   mkdirSync(dir, { recursive: true });
-  await page.screenshot({ path: join(dir, `${name}.png`), fullPage: false });
+  await page.screenshot({ path: join(dir, `${name}.png`), fullPage: options.fullPage ?? false, animations: "disabled" });
 }
 
 /** Errors that must never happen on our pages: script errors and Content-Security-Policy refusals. */

@@ -1,6 +1,6 @@
 /**
  * The coverage history as a uPlot line chart: one point per history row (points always
- * drawn), oldest on the left, 0-100 %. After each draw the container's `data-points` says how
+ * drawn), oldest on the left, from 0 %. After each draw the container's `data-points` says how
  * many points uPlot drew (the series' visible index range), for tests and for the caption.
  */
 import { useEffect, useRef } from "preact/hooks";
@@ -21,7 +21,8 @@ export function HistoryChart({ history }: { history: HistoryEntry[] }) {
     const options: uPlot.Options = {
       width: Math.max(320, el.clientWidth),
       height: HEIGHT,
-      scales: { x: { time: true }, y: { range: [0, 100] } },
+      // From 0 to a little above the highest point (at most 100 %), so a slow climb is visible.
+      scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.min(100, Math.max(10, Math.ceil((max * 1.15) / 10) * 10))] } },
       legend: { show: true },
       cursor: { points: { size: 8 } },
       series: [
@@ -35,7 +36,10 @@ export function HistoryChart({ history }: { history: HistoryEntry[] }) {
           value: (_u, v) => (v === null || v === undefined ? "–" : `${v.toFixed(2)}%`),
         },
       ],
-      axes: [{ stroke: "#6b7280", grid: { stroke: "#eef0f3" } }, { stroke: "#6b7280", grid: { stroke: "#eef0f3" }, values: (_u, ticks) => ticks.map((t) => `${t}%`) }],
+      axes: [
+        { stroke: "#6b7280", grid: { stroke: "#eef0f3" }, space: 110 },
+        { stroke: "#6b7280", grid: { stroke: "#eef0f3" }, values: (_u, ticks) => ticks.map((t) => `${t}%`) },
+      ],
       hooks: {
         draw: [
           (u) => {

@@ -3,7 +3,7 @@
  * with the task's events (GET /api/v1/tasks/{id}/events), its result or error, and its webhook
  * delivery with every attempt and a redeliver button. Cancel and retry act on it.
  */
-import { useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
 import { api, readOnly, type ApiError } from "../api.ts";
 import { Card, Empty, ErrorNote, FlashNote, LiveIndicator, PriorityBadge, ProgressBar, StatusBadge, useFlash, useLoad } from "../components.tsx";
 import { formatDuration, formatTime, shortId } from "../format.ts";
@@ -224,6 +224,12 @@ function WebhookCard({ task }: { task: Task }) {
   }
 
   const d = delivery.data;
+  // A delivery in progress sends no event: it is re-read every second until it is delivered or dead.
+  useEffect(() => {
+    if (d?.status !== "pending") return;
+    const timer = setTimeout(() => delivery.reload(), 1000);
+    return () => clearTimeout(timer);
+  }, [d]);
   return (
     <Card
       title="Webhook"
