@@ -54,7 +54,8 @@ export function TaskPage({ taskId }: { taskId: string }) {
   const ended = current ? TERMINAL.has(current.status) : false;
 
   // The stream starts with the task itself and ends after its terminal status.
-  const live = useTaskEvents(`/api/v1/tasks/${encodeURIComponent(taskId)}/events`, {
+  // No stream for a task that could not be read (unknown, malformed id): EventSource would retry forever.
+  const live = useTaskEvents(task.error && !task.data ? null : `/api/v1/tasks/${encodeURIComponent(taskId)}/events`, {
     onTask(t) {
       task.set(() => t);
       return TERMINAL.has(t.status) ? "close" : undefined;
