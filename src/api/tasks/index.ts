@@ -116,7 +116,7 @@ export const taskRoutes = (deps: AppDeps) => {
         detail: {
           summary: "Send a task's webhook again",
           description:
-            "Restarts a dead (or delivered) delivery with a fresh retry budget and the same webhook-id; a delivery still in progress is left as it is. 409 when the task has no webhook_url or has not ended.",
+            "Restarts a dead (or delivered) delivery from the first step of the retry schedule, with the same webhook-id; a delivery still in progress is left as it is. If its URL answered 410 Gone (dead_reason gone), this re-enables the URL for every delivery (POST /webhooks/deliveries/redeliver never does). 409 when the task has no webhook_url or has not ended.",
         },
       },
     )
