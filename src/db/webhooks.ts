@@ -178,7 +178,8 @@ export async function getDelivery(db: DbOrTx, taskId: string): Promise<DeliveryV
     webhook_id: String(row.webhook_id),
     url: String(row.url),
     status: row.status as DeliveryStatus,
-    dead_reason: (row.dead_reason as DeadReason | null) ?? null,
+    // A release before dead_reason (rolled back to) may leave one on a restarted row.
+    dead_reason: row.status === "dead" ? ((row.dead_reason as DeadReason | null) ?? null) : null,
     attempts: Number(row.attempts),
     next_attempt_at: row.status === "pending" ? toIsoOrNull(row.next_attempt_at as string | null) : null,
     last_status_code: row.last_status_code === null ? null : Number(row.last_status_code),
@@ -275,7 +276,7 @@ export async function listDeliveries(
       webhook_id: String(row.webhook_id),
       url: String(row.url),
       status: row.status as DeliveryStatus,
-      dead_reason: (row.dead_reason as DeadReason | null) ?? null,
+      dead_reason: row.status === "dead" ? ((row.dead_reason as DeadReason | null) ?? null) : null,
       attempts: Number(row.attempts),
       next_attempt_at: row.status === "pending" ? toIsoOrNull(row.next_attempt_at as string | null) : null,
       last_status_code: row.last_status_code === null ? null : Number(row.last_status_code),
