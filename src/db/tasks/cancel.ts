@@ -28,16 +28,8 @@ export interface CancelOutcome {
  * is then told by pub/sub to abort (and cancel its SQL). A terminal task is left unchanged.
  */
 export async function requestCancel(db: DbOrTx, taskId: string): Promise<CancelOutcome | null> {
-  const rows = await queryPrepared<{
-    previous: TaskStatus;
-    status: TaskStatus;
-    priority: Priority;
-    agent_id: string;
-    lease_owner: string | null;
-    ran_ms: number | null;
-    progress_percentage: number;
-    attempt: number;
-  }>(
+  // queryPrepared's row type needs an index signature, which an interface does not have.
+  const rows = await queryPrepared<CancelOutcome & Record<string, unknown>>(
     db,
     sql`
     with prev as (select task_id, status, lease_owner, started_at from background_tasks where task_id = ${taskId}::text for update)
