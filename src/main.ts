@@ -15,6 +15,7 @@ import { createMetrics, type Metrics } from "./metrics/registry.ts";
 import { storeSources } from "./metrics/sources.ts";
 import { queueKeys } from "./queue/keys.ts";
 import { KeyRevocations } from "./queue/keyRevocations.ts";
+import { waitForRedis } from "./queue/redisWait.ts";
 import { uiAssets } from "./dashboard/uiAssets.ts";
 
 export interface Runtime {
@@ -29,11 +30,18 @@ export interface Runtime {
 
 export async function openRuntime(config: Config, role: string): Promise<Runtime> {
   const logger = createLogger(config.logLevel, { role });
-  await prepareDatabase(config.databaseUrl, {
-    waitMs: config.startupWaitMs,
-    onRetry: (error, retryInMs) =>
-      logger.warn({ reason: error instanceof Error ? error.message : String(error), retry_in_ms: retryInMs }, "PostgreSQL is not answering yet; waiting"),
-  });
+  const reason = (error: unknown) => (error instanceof Error ? error.message : String(error));
+  // Both waited for at once, each up to AGENTQ_STARTUP_WAIT_MS (runCli turns a wait that ran out into exit 69).
+  await Promise.all([
+    prepareDatabase(config.databaseUrl, {
+      waitMs: config.startupWaitMs,
+      onRetry: (error, retryInMs) => logger.warn({ reason: reason(error), retry_in_ms: retryInMs }, "PostgreSQL is not answering yet; waiting"),
+    }),
+    waitForRedis(config.redisUrl, {
+      waitMs: config.startupWaitMs,
+      onRetry: (error, retryInMs) => logger.warn({ reason: reason(error), retry_in_ms: retryInMs }, "Redis is not answering yet; waiting"),
+    }),
+  ]);
   const database = openDatabase(config.databaseUrl, { applicationName: `agentq-${role}` });
   // Auto-pipelining batches the commands one request issues in the same tick into one round trip.
   const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 3, enableOfflineQueue: true, enableAutoPipelining: true });
@@ -51,7 +59,10 @@ export async function openRuntime(config: Config, role: string): Promise<Runtime
     ),
     async close() {
       redis.disconnect();
-      await database.close();
+      // Bounded (a dead PostgreSQL would hold the pool's end for its whole timeout): the server drops our sessions.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([database.close().catch(() => {}), new Promise((resolve) => (timer = setTimeout(resolve, 1_000)))]);
+      clearTimeout(timer);
     },
   };
 }

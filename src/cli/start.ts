@@ -3,7 +3,7 @@ import { loadConfig } from "../config.ts";
 import { openRuntime, serveApi } from "../main.ts";
 import { startEngine } from "../supervisor/engine.ts";
 import { engineFlags } from "./args.ts";
-import { onShutdown, runCli } from "./run.ts";
+import { onShutdown, shutdownBoundMs, runCli } from "./run.ts";
 
 await runCli(async () => {
   const config = loadConfig(process.env, engineFlags(process.argv.slice(2)));
@@ -23,5 +23,5 @@ await runCli(async () => {
     await app.stop();
     await engine.stop();
     await runtime.close();
-  });
+  }, shutdownBoundMs(config));
 });

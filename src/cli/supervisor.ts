@@ -4,7 +4,7 @@ import { openRuntime } from "../main.ts";
 import { startEngine } from "../supervisor/engine.ts";
 import { serveMetrics } from "../metrics/server.ts";
 import { engineFlags } from "./args.ts";
-import { onShutdown, runCli } from "./run.ts";
+import { onShutdown, shutdownBoundMs, runCli } from "./run.ts";
 
 await runCli(async () => {
   const config = loadConfig(process.env, engineFlags(process.argv.slice(2)));
@@ -23,5 +23,5 @@ await runCli(async () => {
     await engine.stop();
     await metricsServer.stop();
     await runtime.close();
-  });
+  }, shutdownBoundMs(config));
 });

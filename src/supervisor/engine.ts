@@ -15,6 +15,9 @@ import { TaskEventPublisher } from "../queue/taskEvents.ts";
 import { relayTaskEvents } from "./taskEventRelay.ts";
 import { Scheduler } from "../schedules/scheduler.ts";
 
+/** After the supervisor's drain, how long the scheduler, webhook sender and reconciler may still take to stop. */
+const SERVICES_STOP_MS = 1_000;
+
 export interface Engine {
   supervisor: Supervisor;
   reconciler: Reconciler;
@@ -100,11 +103,17 @@ export async function startEngine(runtime: Omit<Runtime, "close">, options: Engi
     webhooks,
     scheduler,
     taskEvents,
+    // Bounded whatever Redis and PostgreSQL do (README, "Stopping"): the supervisor's drain bounds its own
+    // steps; the scheduler, the webhook sender and the reconciler stop meanwhile (each stops taking work at
+    // once), and a pass of theirs still waiting on a dead server when the drain is over is abandoned: the
+    // leases, the delivery locks and the next reconciler take over.
     async stop() {
-      await scheduler?.stop();
-      await webhooks?.stop();
-      await reconciler.stop();
+      const services = Promise.allSettled([scheduler?.stop(), webhooks?.stop(), reconciler.stop()]);
       await supervisor.stop();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const done = await Promise.race([services.then(() => true), new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), SERVICES_STOP_MS)))]);
+      clearTimeout(timer);
+      if (!done) logger.warn("scheduler / webhook sender / reconciler still waiting on Redis or PostgreSQL; left to leases and the next reconciler");
       subscriber.disconnect();
       await taskEvents.close();
     },

@@ -451,8 +451,10 @@ export class Supervisor {
       sources.workers = undefined;
       sources.accrueBusySeconds = undefined;
     }
-    await withDeadline(this.unsubscribe?.() ?? Promise.resolve(), 1000).catch(() => {});
-    await withDeadline(this.heartbeat.stop(), 1000).catch(() => {});
+    // Both on Redis, at once and bounded: with Redis down, the cancel bus and the heartbeat entry lapse on their own.
+    await withDeadline(Promise.allSettled([this.unsubscribe?.() ?? Promise.resolve(), this.heartbeat.stop()]), 1000).catch(() =>
+      logger.warn({ supervisor: this.id }, "Redis did not answer the unsubscribe / capacity withdrawal; its entry lapses"),
+    );
     liveSupervisors.delete(this);
     logger.info({ supervisor: this.id }, "supervisor stopped");
   }

@@ -166,16 +166,17 @@ export async function spawnSupervisor(
   const reader = proc.stdout.getReader();
   let buffered = "";
   const decoder = new TextDecoder();
+  const onStdout = options.onStdout;
   for (;;) {
     const { value, done } = await reader.read();
     if (done) throw new Error(`supervisor process exited before READY: ${buffered}`);
-    buffered += decoder.decode(value);
+    const text = decoder.decode(value, { stream: true });
+    buffered += text;
+    onStdout?.(text);
     const match = /READY (\S+)/.exec(buffered);
     if (match) {
       reader.releaseLock();
       // Keep draining stdout so the child never blocks on a full pipe.
-      const onStdout = options.onStdout;
-      if (onStdout) onStdout(buffered);
       void proc.stdout.pipeTo(new WritableStream(onStdout ? { write: (chunk: Uint8Array) => onStdout(decoder.decode(chunk, { stream: true })) } : {}));
       return { proc, id: match[1]!, exited: proc.exited };
     }
