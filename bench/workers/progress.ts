@@ -6,23 +6,10 @@
  */
 import { runActor } from "../../workers/thread.ts";
 import { coverageRefresh } from "../../workers/handlers/coverageRefresh.ts";
+import { abortableSleep } from "./sleep.ts";
 
 const STEPS = 5;
 const STEP_MS = 100;
-
-const abortableSleep = (ms: number, signal: AbortSignal) =>
-  new Promise<void>((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener(
-      "abort",
-      () => {
-        clearTimeout(timer);
-        reject(signal.reason);
-      },
-      { once: true },
-    );
-  });
 
 runActor(async (ctx) => {
   for (let step = 1; step <= STEPS; step++) {

@@ -6,22 +6,9 @@
  */
 import { runActor } from "../../workers/thread.ts";
 import { coverageRefresh } from "../../workers/handlers/coverageRefresh.ts";
+import { abortableSleep } from "./sleep.ts";
 
 const SLEEP_MS = 60_000;
-
-const abortableSleep = (ms: number, signal: AbortSignal) =>
-  new Promise<void>((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener(
-      "abort",
-      () => {
-        clearTimeout(timer);
-        reject(signal.reason);
-      },
-      { once: true },
-    );
-  });
 
 runActor(async (ctx) => {
   await abortableSleep(SLEEP_MS, ctx.signal);
