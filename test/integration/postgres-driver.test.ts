@@ -3,13 +3,17 @@
  * clients see it). postgres.js 3.4.9 as published leaves such a pool broken: statements
  * issued afterwards never settle (a stale write timer stops every flush, queries handed to a
  * connection between its error and close events are never rejected) or fail with the dead
- * backend's error. patches/postgres@3.4.9.patch fixes that; this test fails without it.
+ * backend's error; a backend killed during a new connection's type fetch fails the waiting
+ * statement with that stale error and leaves an unhandled rejection, which ends the process.
+ * patches/postgres@3.4.9.patch fixes all of that; these tests fail without it.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
+import { connect, createServer, type Server } from "node:net";
 import postgres from "postgres";
 import { createTestContext, type TestContext } from "../helpers/app.ts";
 import { eventually } from "../helpers/engine.ts";
 import { openDatabase, type Database } from "../../src/db/client.ts";
+import { freePort } from "../helpers/metrics.ts";
 
 const APP = `agentq-driver-test-${process.pid}`;
 let ctx: TestContext;
@@ -64,3 +68,63 @@ test("after its backends are terminated mid-statement, the pool settles every st
     expect(recovered).toBe(true);
   }
 }, 60_000);
+
+/** What PostgreSQL sends a client whose backend is terminated: ErrorResponse FATAL 57P01. */
+function terminatedMessage(): Buffer {
+  const fields = Buffer.from("SFATAL\0VFATAL\0C57P01\0Mterminating connection due to administrator command\0\0", "latin1");
+  const head = Buffer.alloc(5);
+  head.write("E", 0, "latin1");
+  head.writeInt32BE(fields.length + 4, 1);
+  return Buffer.concat([head, fields]);
+}
+
+/**
+ * A relay to the test database whose first connection is "terminated" while it fetches the
+ * array types (the first statement of every new connection): it answers that statement
+ * with 57P01 and closes, as a server restart or pg_terminate_backend at that moment does.
+ */
+async function relayTerminatingTypeFetch(target: URL): Promise<{ url: string; terminated: () => boolean; close: () => void }> {
+  let terminated = false;
+  const server: Server = createServer((client) => {
+    const upstream = connect(Number(target.port || 5432), target.hostname);
+    client.on("data", (chunk: Buffer) => {
+      if (!terminated && chunk.toString("latin1").includes("pg_catalog.pg_type")) {
+        terminated = true;
+        client.end(terminatedMessage());
+        upstream.destroy();
+      } else upstream.write(chunk);
+    });
+    upstream.pipe(client);
+    client.on("error", () => upstream.destroy());
+    upstream.on("error", () => client.destroy());
+    client.on("close", () => upstream.destroy());
+  });
+  const port = freePort();
+  await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", () => resolve()));
+  const url = new URL(target.toString());
+  url.hostname = "127.0.0.1";
+  url.port = String(port);
+  return { url: url.toString(), terminated: () => terminated, close: () => server.close() };
+}
+
+test("a backend terminated while a new connection fetches its types: the waiting statement runs on the next connection, nothing is left unhandled", async () => {
+  const unhandled: unknown[] = [];
+  const onUnhandled = (reason: unknown) => unhandled.push(reason);
+  process.on("unhandledRejection", onUnhandled);
+  const relay = await relayTerminatingTypeFetch(new URL(ctx.config.databaseUrl));
+  const fresh = openDatabase(relay.url, { max: 1, applicationName: APP });
+  try {
+    // postgres.js 3.4.9 as published fails this statement with the dead backend's 57P01 on the
+    // live reconnected socket, and leaves the type fetch's rejection unhandled (which ends a
+    // process: it brought a supervisor down in CI).
+    const [row] = await settled([fresh.sql<{ x: number }[]>`select 1 as x`.then((rows) => rows[0]!.x)]);
+    expect(relay.terminated()).toBe(true);
+    expect(row).toEqual({ status: "fulfilled", value: 1 });
+    await new Promise((resolve) => setImmediate(resolve)); // a rejection left without a handler is reported by now
+    expect(unhandled).toEqual([]);
+  } finally {
+    process.off("unhandledRejection", onUnhandled);
+    await fresh.sql.end({ timeout: 1 });
+    relay.close();
+  }
+});
