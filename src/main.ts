@@ -3,7 +3,7 @@
  * and/or supervisor; signal handling lives in src/cli/run.ts. Nothing below this file reads the
  * environment or opens connections on its own.
  */
-import Redis from "ioredis";
+import type Redis from "ioredis";
 import type { Logger } from "pino";
 import type { Config } from "./config.ts";
 import { openDatabase, type Database } from "./db/client.ts";
@@ -16,6 +16,7 @@ import { storeSources } from "./metrics/sources.ts";
 import { queueKeys } from "./queue/keys.ts";
 import { KeyRevocations } from "./queue/keyRevocations.ts";
 import { waitForRedis } from "./queue/redisWait.ts";
+import { describeRedisTarget, openRedis, redisTargetOf } from "./queue/connection.ts";
 import { uiAssets } from "./dashboard/uiAssets.ts";
 
 export interface Runtime {
@@ -31,20 +32,22 @@ export interface Runtime {
 export async function openRuntime(config: Config, role: string): Promise<Runtime> {
   const logger = createLogger(config.logLevel, { role });
   const reason = (error: unknown) => (error instanceof Error ? error.message : String(error));
+  const redisTarget = redisTargetOf(config);
   // Both waited for at once, each up to AGENTQ_STARTUP_WAIT_MS (runCli turns a wait that ran out into exit 69).
   await Promise.all([
     prepareDatabase(config.databaseUrl, {
       waitMs: config.startupWaitMs,
       onRetry: (error, retryInMs) => logger.warn({ reason: reason(error), retry_in_ms: retryInMs }, "PostgreSQL is not answering yet; waiting"),
     }),
-    waitForRedis(config.redisUrl, {
+    waitForRedis(redisTarget, {
       waitMs: config.startupWaitMs,
-      onRetry: (error, retryInMs) => logger.warn({ reason: reason(error), retry_in_ms: retryInMs }, "Redis is not answering yet; waiting"),
+      onRetry: (error, retryInMs) =>
+        logger.warn({ reason: reason(error), retry_in_ms: retryInMs, redis: describeRedisTarget(redisTarget) }, "Redis is not answering yet; waiting"),
     }),
   ]);
   const database = openDatabase(config.databaseUrl, { applicationName: `agentq-${role}` });
   // Auto-pipelining batches the commands one request issues in the same tick into one round trip.
-  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 3, enableOfflineQueue: true, enableAutoPipelining: true });
+  const redis = openRedis(redisTarget, { maxRetriesPerRequest: 3, enableOfflineQueue: true, enableAutoPipelining: true });
   redis.on("error", (error) => logger.warn({ err: error }, "redis connection error"));
   return {
     config,

@@ -6,11 +6,11 @@
  * statement of its own (a large scope, step by step), at most
  * OWN_STATEMENTS at once; more wait for a connection.
  */
-import Redis from "ioredis";
 import { openDatabase, type Database } from "../src/db/client.ts";
 import { claimTasks } from "../src/db/tasks/claims.ts";
 import { recordProgress } from "../src/db/tasks/leases.ts";
 import { queueKeys } from "../src/queue/keys.ts";
+import { openRedis } from "../src/queue/connection.ts";
 import { TaskPopper } from "../src/queue/pop.ts";
 import { Dispatcher } from "../src/queue/dispatch.ts";
 import { RuntimeSamples } from "../src/queue/runtimeSamples.ts";
@@ -44,8 +44,8 @@ export function openActorDeps(workerId: string, settings: WorkerSettings): OpenA
   const openClaimPool = () =>
     openDatabase(settings.databaseUrl, { max: 1, applicationName: `agentq-worker-${workerId}`, asyncCommit: true });
   let claimDatabase: Database = openClaimPool();
-  const redis = new Redis(settings.redisUrl, { maxRetriesPerRequest: null });
-  const blocking = new Redis(settings.redisUrl, { maxRetriesPerRequest: null });
+  const redis = openRedis(settings.redis, { maxRetriesPerRequest: null });
+  const blocking = openRedis(settings.redis, { maxRetriesPerRequest: null });
   for (const r of [redis, blocking]) r.on("error", () => {}); // reconnects by itself; failures surface in calls
   const keys = queueKeys(settings.redisPrefix);
   const popper = new TaskPopper(redis, blocking, keys);

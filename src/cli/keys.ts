@@ -2,13 +2,13 @@
  * `bun run keys create <name>` prints a new key once; `keys list`; `keys revoke <key id|name>`.
  * A revoke is published on Redis so every API process drops the key from its cache at once.
  */
-import Redis from "ioredis";
 import { loadConfig, type Config } from "../config.ts";
 import { prepareDatabase } from "../db/migrate.ts";
 import { openDatabase, type Db } from "../db/client.ts";
 import { createApiKey, listApiKeys, revokeApiKey, RevocationNotPublishedError } from "../auth/apiKeys.ts";
 import { KeyRevocations } from "../queue/keyRevocations.ts";
 import { queueKeys } from "../queue/keys.ts";
+import { openRedis, redisTargetOf } from "../queue/connection.ts";
 import { runCli } from "./run.ts";
 
 const USAGE = "usage: bun run keys create <name> | keys list | keys revoke <key id or name>";
@@ -48,7 +48,7 @@ await runCli(async () => {
 /** Revokes in PostgreSQL, then tells the API processes; Redis being down only delays the effect (a warning). */
 async function revoke(config: Config, db: Db, idOrName: string): Promise<number> {
   // Fail fast when Redis is down: the revoke is committed either way.
-  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 1, connectTimeout: 3000, retryStrategy: (n) => (n > 1 ? null : 100) });
+  const redis = openRedis(redisTargetOf(config), { maxRetriesPerRequest: 1, connectTimeout: 3000, retryStrategy: (n) => (n > 1 ? null : 100) });
   redis.on("error", () => {}); // reported once, below
   try {
     return await revokeApiKey(db, idOrName, new KeyRevocations(redis, queueKeys(config.redisPrefix)));

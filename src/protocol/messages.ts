@@ -5,11 +5,13 @@
  */
 import { PRIORITIES, type Priority } from "../core/tasks.ts";
 import type { StopReason } from "../core/settle.ts";
+import type { RedisTarget } from "../queue/connection.ts";
 
 /** What a worker needs to run; handed over in `init`, never read from the environment. */
 export interface WorkerSettings {
   databaseUrl: string;
-  redisUrl: string;
+  /** Where Redis is and how it is deployed (src/queue/connection.ts): plain data, so it crosses postMessage. */
+  redis: RedisTarget;
   redisPrefix: string;
   confidenceThreshold: number;
   defaultTargetDocuments: number;

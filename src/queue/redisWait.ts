@@ -3,8 +3,8 @@
  * PostgreSQL (AGENTQ_STARTUP_WAIT_MS). A probe connection of its own: it retries nothing by
  * itself, so each try fails fast and the wait is ours, logged.
  */
-import Redis from "ioredis";
 import pRetry from "p-retry";
+import { openRedis, type RedisTarget } from "./connection.ts";
 
 /** Redis still refused (or dropped) the connection once the wait was over. */
 export class RedisUnavailableError extends Error {
@@ -24,8 +24,8 @@ export function isRedisConnectionError(error: unknown): boolean {
   return /Connection is closed|connect ETIMEDOUT|^LOADING|Stream isn't writeable|ECONNREFUSED|ECONNRESET/.test(message);
 }
 
-async function pingOnce(url: string): Promise<void> {
-  const probe = new Redis(url, {
+async function pingOnce(target: RedisTarget): Promise<void> {
+  const probe = openRedis(target, {
     lazyConnect: true,
     maxRetriesPerRequest: 0,
     enableOfflineQueue: false,
@@ -49,9 +49,9 @@ export interface RedisWaitOptions {
 }
 
 /** Resolves once Redis answers PING; rejects with RedisUnavailableError once `waitMs` is over, other errors at once. */
-export async function waitForRedis(url: string, options: RedisWaitOptions = {}): Promise<void> {
+export async function waitForRedis(target: RedisTarget, options: RedisWaitOptions = {}): Promise<void> {
   try {
-    await pRetry(() => pingOnce(url), {
+    await pRetry(() => pingOnce(target), {
       retries: options.waitMs ? Number.POSITIVE_INFINITY : 0,
       maxRetryTime: options.waitMs ?? 0,
       minTimeout: 250,

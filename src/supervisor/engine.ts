@@ -4,12 +4,12 @@
  * (`bun run supervisor`, `bun run start`), the tests and the benchmarks all
  * build the engine here, so test wiring cannot drift from production.
  */
-import Redis from "ioredis";
 import type { Runtime } from "../main.ts";
 import { Supervisor, type SupervisorEvent } from "./supervisor.ts";
 import { Reconciler } from "./reconciler.ts";
 import { Dispatcher } from "../queue/dispatch.ts";
 import { queueKeys } from "../queue/keys.ts";
+import { openRedis, redisTargetOf } from "../queue/connection.ts";
 import { WebhookSender } from "../webhooks/sender.ts";
 import { TaskEventPublisher } from "../queue/taskEvents.ts";
 import { relayTaskEvents } from "./taskEventRelay.ts";
@@ -50,7 +50,7 @@ export interface EngineOptions {
 
 export async function startEngine(runtime: Omit<Runtime, "close">, options: EngineOptions): Promise<Engine> {
   const { config, database, redis, logger } = runtime;
-  const subscriber = new Redis(config.redisUrl, { maxRetriesPerRequest: null });
+  const subscriber = openRedis(redisTargetOf(config), { maxRetriesPerRequest: null });
   subscriber.on("error", (error) => logger.warn({ err: error }, "redis subscriber error"));
   const supervisor = new Supervisor({
     config,

@@ -22,6 +22,7 @@ import { endingFor, type Stop, type StopReason } from "../core/settle.ts";
 import { Dispatcher } from "../queue/dispatch.ts";
 import { queueKeys, type QueueKeys } from "../queue/keys.ts";
 import { subscribeCancels } from "../queue/cancelBus.ts";
+import { redisTargetOf } from "../queue/connection.ts";
 import { assertNever, type WorkerMessage, type WorkerSettings } from "../protocol/messages.ts";
 import type { Config } from "../config.ts";
 import type { Priority, TaskStatus } from "../core/tasks.ts";
@@ -101,7 +102,7 @@ export class Supervisor {
     this.dispatcher = new Dispatcher(options.redis, this.keys);
     this.settings = {
       databaseUrl: c.databaseUrl,
-      redisUrl: c.redisUrl,
+      redis: redisTargetOf(c),
       redisPrefix: c.redisPrefix,
       confidenceThreshold: c.confidenceThreshold,
       defaultTargetDocuments: c.defaultTargetDocuments,

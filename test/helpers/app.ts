@@ -2,7 +2,7 @@
  * A real app against a real PostgreSQL (own cloned database) and Redis (own key
  * prefix), driven through `app.handle(new Request(...))`.
  */
-import Redis from "ioredis";
+import type Redis from "ioredis";
 import { randomBytes } from "node:crypto";
 import { loadConfig, type Config } from "../../src/config.ts";
 import { openDatabase, type Database } from "../../src/db/client.ts";
@@ -13,6 +13,7 @@ import { createMetrics, type Metrics } from "../../src/metrics/registry.ts";
 import { storeSources } from "../../src/metrics/sources.ts";
 import { queueKeys } from "../../src/queue/keys.ts";
 import { KeyRevocations } from "../../src/queue/keyRevocations.ts";
+import { openRedis, redisTargetOf } from "../../src/queue/connection.ts";
 import type { Logger } from "pino";
 import { createTestDatabase, type TestDatabase } from "./db.ts";
 import { leakReport } from "./leaks.ts";
@@ -74,7 +75,7 @@ export async function createTestContext(overrides: Partial<Config> = {}, options
     },
   );
   const database = openDatabase(config.databaseUrl, { max: 4, applicationName: "agentq-test" });
-  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 1, enableAutoPipelining: true });
+  const redis = openRedis(redisTargetOf(config), { maxRetriesPerRequest: 1, enableAutoPipelining: true });
   const logger = options.logger ?? createLogger(config.logLevel);
   const metrics = createMetrics(
     storeSources({ redis, keys: queueKeys(config.redisPrefix), database, cancelGraceMs: config.cancelGraceMs }),

@@ -15,6 +15,7 @@ import type { TaskHandler } from "../../workers/handlers/types.ts";
 import type { WorkerMessage, WorkerSettings } from "../../src/protocol/messages.ts";
 import { requestCancel } from "../../src/db/tasks/cancel.ts";
 import { queueKeys } from "../../src/queue/keys.ts";
+import { redisTargetOf } from "../../src/queue/connection.ts";
 import { pgSleep } from "../fixtures/workers/behaviours.ts";
 
 let ctx: TestContext;
@@ -102,7 +103,7 @@ function startActor(
   const c = ctx.config;
   const settings: WorkerSettings = {
     databaseUrl: c.databaseUrl,
-    redisUrl: c.redisUrl,
+    redis: redisTargetOf(c),
     redisPrefix: c.redisPrefix,
     confidenceThreshold: c.confidenceThreshold,
     defaultTargetDocuments: c.defaultTargetDocuments,

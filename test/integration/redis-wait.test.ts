@@ -4,6 +4,8 @@ import { Relay } from "../helpers/relay.ts";
 import { TEST_REDIS_URL } from "../helpers/app.ts";
 import { isRedisConnectionError, RedisUnavailableError, waitForRedis } from "../../src/queue/redisWait.ts";
 
+const single = (url: string) => ({ mode: "single" as const, url });
+
 const target = () => {
   const u = new URL(TEST_REDIS_URL);
   return { host: u.hostname, port: Number(u.port || 6379) };
@@ -13,7 +15,7 @@ test("waits with backoff while Redis refuses connections, telling each retry, an
   const relay = new Relay(target());
   const retries: number[] = [];
   let opened = false;
-  const waiting = waitForRedis(relay.urlFor(TEST_REDIS_URL), {
+  const waiting = waitForRedis(single(relay.urlFor(TEST_REDIS_URL)), {
     waitMs: 10_000,
     onRetry: (error, retryInMs) => {
       expect(isRedisConnectionError(error)).toBe(true);
@@ -36,8 +38,8 @@ test("waits with backoff while Redis refuses connections, telling each retry, an
 
 test("gives up once the wait is over with RedisUnavailableError; without a wait, after one try", async () => {
   const relay = new Relay(target());
-  await expect(waitForRedis(relay.urlFor(TEST_REDIS_URL), { waitMs: 600 })).rejects.toBeInstanceOf(RedisUnavailableError);
-  const once = await waitForRedis(relay.urlFor(TEST_REDIS_URL)).catch((e: unknown) => e);
+  await expect(waitForRedis(single(relay.urlFor(TEST_REDIS_URL)), { waitMs: 600 })).rejects.toBeInstanceOf(RedisUnavailableError);
+  const once = await waitForRedis(single(relay.urlFor(TEST_REDIS_URL))).catch((e: unknown) => e);
   expect(once).toBeInstanceOf(RedisUnavailableError);
   expect((once as RedisUnavailableError).message.length).toBeGreaterThan(0);
 });

@@ -10,6 +10,7 @@ import { measureCoverageInSteps, MAX_BATCHES } from "../../src/coverage/stepwise
 import { requireAgent, type AgentView } from "../../src/db/agents.ts";
 import { CoverageBatcher, measureSmallScopes } from "../../src/coverage/batchMeter.ts";
 import { coverageRefresh } from "../../workers/handlers/coverageRefresh.ts";
+import { redisTargetOf } from "../../src/queue/connection.ts";
 
 let ctx: TestContext;
 let agent: AgentView;
@@ -84,7 +85,7 @@ test("the coverage_refresh handler measures the task's agent, step by step when 
     database: ctx.database,
     settings: {
       databaseUrl: ctx.config.databaseUrl,
-      redisUrl: ctx.config.redisUrl,
+      redis: redisTargetOf(ctx.config),
       redisPrefix: ctx.config.redisPrefix,
       leaseMs: 1000,
       concurrency: 1,

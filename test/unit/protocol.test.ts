@@ -20,7 +20,7 @@ import {
 
 const settings: WorkerSettings = {
   databaseUrl: "postgres://root@127.0.0.1:5432/x",
-  redisUrl: "redis://127.0.0.1:6379/0",
+  redis: { mode: "single", url: "redis://127.0.0.1:6379/0" },
   redisPrefix: "p",
   confidenceThreshold: 0.7,
   defaultTargetDocuments: 10,
