@@ -145,6 +145,11 @@ export const agents = pgTable(
     retrievalConfig: jsonb("retrieval_config").notNull().default({}),
     featuresConfig: jsonb("features_config").notNull().default({}),
     totalQueries: integer("total_queries").notNull().default(0),
+    /**
+     * At most this many of the agent's tasks run at once, across every supervisor; null: no limit.
+     * Enforced by the claim statement (src/db/tasks/claims.ts), which locks the agent row.
+     */
+    maxConcurrentRefreshes: integer("max_concurrent_refreshes"),
     createdAt: tstz("created_at").notNull().defaultNow(),
     updatedAt: tstz("updated_at").notNull().defaultNow(),
   },
@@ -157,6 +162,7 @@ export const agents = pgTable(
     check("agents_total_chunks_nonnegative", sql`${t.totalChunks} >= 0`),
     check("agents_total_queries_nonnegative", sql`${t.totalQueries} >= 0`),
     check("agents_name_not_blank", sql`length(${t.name}) between 1 and 200`),
+    check("agents_max_concurrent_refreshes_range", sql`${t.maxConcurrentRefreshes} between 1 and 10000`),
   ],
 );
 
