@@ -18,9 +18,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { monitorEventLoopDelay } from "node:perf_hooks";
-import { readFileSync } from "node:fs";
 import os from "node:os";
-import net from "node:net";
 import type { Subprocess } from "bun";
 import { DEFAULTS, loadConfig, type Config } from "../src/config.ts";
 import { openRuntime, type Runtime } from "../src/main.ts";
@@ -30,6 +28,7 @@ import { TaskService } from "../src/tasks/service.ts";
 import { upsertTaxonomy } from "../src/db/taxonomy.ts";
 import { queueKeys } from "../src/queue/keys.ts";
 import { parseCommandLine, writeBenchmarkSection } from "./support.ts";
+import { freePort, lines, procStats } from "./processes.ts";
 
 const REDIS_PREFIX = "agentq-bench-sse";
 const API_KEY = "bench-sse-key-0123456789abcdef";
@@ -136,33 +135,6 @@ function benchDatabaseUrl(): string {
   return u.toString();
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as net.AddressInfo).port;
-      server.close(() => resolve(port));
-    });
-    server.on("error", reject);
-  });
-}
-
-/** Lines of a child's stdout, kept flowing so it never blocks on a full pipe. */
-function lines(proc: Subprocess<"pipe" | "ignore", "pipe", "inherit" | "pipe">, onLine: (line: string) => void) {
-  void (async () => {
-    const decoder = new TextDecoder();
-    let buffered = "";
-    for await (const chunk of proc.stdout) {
-      buffered += decoder.decode(chunk, { stream: true });
-      let nl: number;
-      while ((nl = buffered.indexOf("\n")) >= 0) {
-        onLine(buffered.slice(0, nl));
-        buffered = buffered.slice(nl + 1);
-      }
-    }
-  })();
-}
-
 function waitFor<T>(register: (resolve: (v: T) => void) => void, ms: number, what: string): Promise<T> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
@@ -178,16 +150,6 @@ function flush(proc: Subprocess<"pipe", "pipe", "inherit">) {
   Promise.resolve()
     .then(() => proc.stdin.flush())
     .catch(() => {});
-}
-
-/** Resident set and CPU time (user + system) of a process, from /proc. */
-function procStats(pid: number): { rssMb: number; cpuMs: number } {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  const rssKb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  const ticks = Number(fields[11]) + Number(fields[12]);
-  return { rssMb: rssKb / 1024, cpuMs: (ticks * 1000) / 100 };
 }
 
 function percentile(sparse: Map<number, number>, total: number, q: number, bucketMs: number): number {
