@@ -1,9 +1,17 @@
 /**
- * Every Redis key name agentq uses, in one place. All keys of the coverage
- * queue share the `{coverage}` hash tag, so on Redis Cluster they live in one
- * slot and multi-key commands (BZPOPMIN over three priorities) work.
+ * Every Redis key and pub/sub channel name agentq uses, in one place. Every one of them
+ * starts with `<prefix>:{coverage}:`, so on Redis Cluster a deployment's keys all live in ONE
+ * hash slot (Redis hashes only the text inside the first `{...}`; the prefix cannot contain
+ * a brace, see ConfigSchema.redisPrefix): multi-key commands (BZPOPMIN over the three
+ * priorities), the Lua scripts over several keys and pipelines all run on one node. Channels
+ * carry the tag too, although classic pub/sub is broadcast to the whole cluster whatever the
+ * name: one naming rule, and a cleanup by `pattern` finds everything of a prefix on one node.
+ * test/unit/keys-slot.test.ts checks every name against CRC16.
  *
  *   <prefix>:{coverage}:queue:high|medium|low   sorted sets of pending task ids, score = enqueue time (ms)
+ *   <prefix>:{coverage}:parked:<agent id>        sorted set: pending ids of an agent at its max_concurrent_refreshes, popped
+ *                                                and deferred by the claim (src/queue/parking.ts); score = priority rank x 1e13
+ *                                                + enqueue time (ms); back into the queues as the agent's tasks end
  *   <prefix>:{coverage}:cancel                   pub/sub channel: ids of tasks to cancel
  *   <prefix>:{coverage}:api-key-revoked          pub/sub channel: JSON arrays of revoked API key ids (src/queue/keyRevocations.ts)
  *   <prefix>:{coverage}:task-events              pub/sub channel: live task events, "<first id> <JSON array>" (src/queue/taskEvents.ts)
@@ -15,8 +23,12 @@
  *                                                requests of one API key in the current window of a policy (enqueue, read),
  *                                                expiring with it (src/queue/rateLimits.ts); caller: stored:<key id> or
  *                                                static:<SHA-256 of the key>, never the key
- *   <prefix>:dashboard:session:<sha256 of token> a dashboard session, JSON, expiring with it (src/dashboard/sessions.ts);
- *                                                outside the {coverage} slot: no script touches it with the queue keys
+ *   <prefix>:{coverage}:dashboard:session:<sha256 of token>
+ *                                                a dashboard session, JSON, expiring with it (src/dashboard/sessions.ts).
+ *                                                Only single-key commands touch it, but it is in the slot all the same:
+ *                                                a deployment then depends on one primary, not two, and the prefix's
+ *                                                keys are all found on one node (it moved there from
+ *                                                <prefix>:dashboard:session:…, which signed dashboard users out once)
  */
 import type { Priority } from "../core/tasks.ts";
 
@@ -24,6 +36,8 @@ export interface QueueKeys {
   queue(priority: Priority): string;
   /** Highest priority first: the order BZPOPMIN must scan. */
   queues: readonly string[];
+  /** An agent's parked tasks: popped, deferred by its max_concurrent_refreshes, waiting for a slot of its own. */
+  parked(agentId: string): string;
   cancelChannel: string;
   /** Pub/sub channel on which a revoke tells every API process to drop the key from its cache. */
   apiKeyRevokedChannel: string;
@@ -38,7 +52,10 @@ export interface QueueKeys {
   rateLimit(policy: string): string;
   /** A dashboard session, by the SHA-256 (hex) of its cookie token. */
   dashboardSession(tokenHash: string): string;
-  /** Every key of this prefix (for cleanup in tests and tooling). */
+  /**
+   * Every key of this prefix (for cleanup in tests and tooling). On a cluster, KEYS and SCAN
+   * see one node only: use keysOfPrefix / deletePrefixKeys (src/queue/prefixKeys.ts).
+   */
   pattern: string;
 }
 
@@ -48,6 +65,7 @@ export function queueKeys(prefix: string): QueueKeys {
   return {
     queue,
     queues: [queue("high"), queue("medium"), queue("low")],
+    parked: (agentId) => `${base}:parked:${agentId}`,
     cancelChannel: `${base}:cancel`,
     apiKeyRevokedChannel: `${base}:api-key-revoked`,
     taskEventsChannel: `${base}:task-events`,
@@ -56,7 +74,7 @@ export function queueKeys(prefix: string): QueueKeys {
     runtimes: `${base}:runtimes`,
     lock: (job) => `${base}:lock:${job}`,
     rateLimit: (policy) => `${base}:ratelimit:${policy}`,
-    dashboardSession: (tokenHash) => `${prefix}:dashboard:session:${tokenHash}`,
+    dashboardSession: (tokenHash) => `${base}:dashboard:session:${tokenHash}`,
     pattern: `${prefix}:*`,
   };
 }

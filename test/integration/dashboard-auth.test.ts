@@ -118,7 +118,7 @@ describe("sign-in", () => {
   test("the session is kept server side: Redis holds its hash, never the token or the API key", async () => {
     const { session } = await signIn(ctx);
     const token = session.split("=")[1]!;
-    const keys = await ctx.redis.keys(`${ctx.config.redisPrefix}:dashboard:session:*`);
+    const keys = await ctx.redis.keys(`${ctx.config.redisPrefix}:{coverage}:dashboard:session:*`);
     expect(keys.length).toBeGreaterThan(0);
     for (const key of keys) {
       expect(key).not.toContain(token);

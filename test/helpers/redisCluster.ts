@@ -1,0 +1,125 @@
+/**
+ * A real Redis Cluster for tests: three primaries (no replicas) from Debian's `redis-server
+ * --cluster-enabled yes` on spare loopback ports, in a temp dir of their own, joined by
+ * `redis-cli --cluster create`. It is private to the test file that starts it, so tests may
+ * FLUSHALL it (the shared Redis on 6379 is never touched).
+ *
+ * `redisClusterSuite()` registers the hooks: started in beforeAll, every process SIGKILLed and
+ * the dir removed in afterAll, whatever the tests did.
+ */
+import { afterAll, beforeAll } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Subprocess } from "bun";
+import { eventually } from "./engine.ts";
+import { freePort } from "./metrics.ts";
+
+export interface ClusterNode {
+  host: string;
+  port: number;
+}
+
+export interface RedisCluster {
+  nodes: ClusterNode[];
+  /** `host:port,host:port,...`: the value of AGENTQ_REDIS_CLUSTER_NODES. */
+  nodeList: string;
+  /** Runs redis-cli against one node; returns its stdout (throws on a non-zero exit). */
+  cli(node: ClusterNode, ...args: string[]): Promise<string>;
+  /** FLUSHALL on every primary: what losing the whole cluster's data does. */
+  flushAll(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function startRedisCluster(options: { primaries?: number } = {}): Promise<RedisCluster> {
+  const primaries = options.primaries ?? 3;
+  const dir = mkdtempSync(join(tmpdir(), "agentq-redis-cluster-"));
+  const procs: Subprocess[] = [];
+  const nodes: ClusterNode[] = [];
+
+  async function cli(node: ClusterNode, ...args: string[]): Promise<string> {
+    const proc = Bun.spawn(["redis-cli", "-h", node.host, "-p", String(node.port), ...args], { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
+    const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+    if (code !== 0) throw new Error(`redis-cli -p ${node.port} ${args.join(" ")} exited ${code}: ${err || out}`);
+    return out;
+  }
+
+  async function stop() {
+    for (const p of procs) p.kill("SIGKILL");
+    await Promise.all(procs.map((p) => p.exited));
+    rmSync(dir, { recursive: true, force: true });
+  }
+
+  try {
+    for (let i = 0; i < primaries; i++) {
+      // The cluster bus port is set explicitly: the default (port + 10000) may be taken or out of range.
+      const node = { host: "127.0.0.1", port: freePort() };
+      const busPort = freePort();
+      nodes.push(node);
+      procs.push(
+        Bun.spawn(
+          [
+            "redis-server",
+            "--port", String(node.port),
+            "--bind", node.host,
+            "--cluster-enabled", "yes",
+            "--cluster-port", String(busPort),
+            "--cluster-config-file", join(dir, `nodes-${node.port}.conf`),
+            "--cluster-node-timeout", "2000",
+            "--dir", dir,
+            "--save", "",
+            "--appendonly", "no",
+            "--logfile", join(dir, `redis-${node.port}.log`),
+          ],
+          { stdin: "ignore", stdout: "ignore", stderr: "inherit" },
+        ),
+      );
+    }
+    for (const node of nodes)
+      await eventually(async () => ((await cli(node, "ping").catch(() => "")).trim() === "PONG" ? true : undefined), 10_000, `redis-server on ${node.port}`);
+    const proc = Bun.spawn(
+      ["redis-cli", "--cluster", "create", ...nodes.map((n) => `${n.host}:${n.port}`), "--cluster-replicas", "0", "--cluster-yes"],
+      { stdout: "pipe", stderr: "pipe", stdin: "ignore" },
+    );
+    const [out, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited]);
+    if (code !== 0) throw new Error(`redis-cli --cluster create exited ${code}: ${out}`);
+    // Every node must see the whole cluster (all slots assigned, every node known) before clients connect.
+    for (const node of nodes)
+      await eventually(
+        async () => {
+          const info = await cli(node, "cluster", "info");
+          return info.includes("cluster_state:ok") && info.includes(`cluster_known_nodes:${primaries}`) ? true : undefined;
+        },
+        15_000,
+        `cluster_state:ok on ${node.port}`,
+      );
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+
+  return {
+    nodes,
+    nodeList: nodes.map((n) => `${n.host}:${n.port}`).join(","),
+    cli,
+    async flushAll() {
+      for (const node of nodes) await cli(node, "flushall");
+    },
+    stop,
+  };
+}
+
+/** Starts a cluster in beforeAll and always stops it in afterAll; the getter returns it inside tests. */
+export function redisClusterSuite(options: { primaries?: number } = {}): () => RedisCluster {
+  let cluster: RedisCluster | undefined;
+  beforeAll(async () => {
+    cluster = await startRedisCluster(options);
+  }, 30_000);
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+  return () => {
+    if (!cluster) throw new Error("the Redis cluster is not started (redisClusterSuite's beforeAll did not run or failed)");
+    return cluster;
+  };
+}
