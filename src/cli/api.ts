@@ -1,15 +1,17 @@
 /** `bun run api`: the HTTP API alone (scale it apart from the supervisors). */
 import { loadConfig } from "../config.ts";
 import { openRuntime, serveApi } from "../main.ts";
-import { onShutdown, runCli } from "./run.ts";
+import { onShutdown, runCli, shutdownBoundMs } from "./run.ts";
 
 await runCli(async () => {
-  const runtime = await openRuntime(loadConfig(), "api");
+  const config = loadConfig();
+  const runtime = await openRuntime(config, "api");
   let draining = false;
   const app = serveApi(runtime, () => draining);
   onShutdown(runtime.logger, async () => {
     draining = true;
     await app.stop();
     await runtime.close();
-  });
+    // Bounded like the supervisor's: a stream or a store that does not let go cannot hold the exit.
+  }, shutdownBoundMs(config));
 });
