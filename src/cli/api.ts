@@ -8,10 +8,10 @@ await runCli(async () => {
   const runtime = await openRuntime(config, "api");
   let draining = false;
   const app = serveApi(runtime, () => draining);
+  // Bounded like the supervisor's: a client stream, Redis or PostgreSQL that does not let go cannot hold the exit.
   onShutdown(runtime.logger, async () => {
     draining = true;
     await app.stop();
     await runtime.close();
-    // Bounded like the supervisor's: a stream or a store that does not let go cannot hold the exit.
   }, shutdownBoundMs(config));
 });
