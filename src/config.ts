@@ -10,6 +10,15 @@ import { doublingSchedule, MAX_STEP_MS, MAX_STEPS, parseSchedule, STANDARD_WEBHO
 export const ConfigSchema = t.Object({
   databaseUrl: t.String({ pattern: "^postgres(ql)?://" }),
   redisUrl: t.String({ pattern: "^rediss?://" }),
+  /**
+   * Redis Sentinel: the sentinels asked where the primary is (empty: REDIS_URL is the server).
+   * REDIS_URL's credentials, database and scheme still apply to the primary; its host and port are unused.
+   */
+  redisSentinels: t.Array(t.Object({ host: t.String({ minLength: 1 }), port: t.Integer({ minimum: 1, maximum: 65535 }) })),
+  /** The primary's name in the sentinels' `sentinel monitor <name> ...`; required with sentinels. */
+  redisSentinelName: t.String({ pattern: "^([A-Za-z0-9._-]+)?$" }),
+  /** The sentinels' own password (their `requirepass`), if any; the primary's is REDIS_URL's. */
+  redisSentinelPassword: t.String(),
   /** Every Redis key starts with this, so several deployments (and test files) share one Redis. */
   redisPrefix: t.String({ minLength: 1, pattern: "^[A-Za-z0-9_.:-]+$" }),
   host: t.String({ minLength: 1 }),
@@ -138,6 +147,9 @@ type Env = Record<string, string | undefined>;
 export const ENV_NAMES: Record<keyof Config, string> = {
   databaseUrl: "DATABASE_URL",
   redisUrl: "REDIS_URL",
+  redisSentinels: "AGENTQ_REDIS_SENTINELS",
+  redisSentinelName: "AGENTQ_REDIS_SENTINEL_NAME",
+  redisSentinelPassword: "AGENTQ_REDIS_SENTINEL_PASSWORD",
   redisPrefix: "AGENTQ_REDIS_PREFIX",
   host: "HOST",
   port: "PORT",
@@ -193,6 +205,9 @@ export const ENV_NAMES: Record<keyof Config, string> = {
 export const DEFAULTS: Config = {
   databaseUrl: "postgres://root@127.0.0.1:5432/agentq",
   redisUrl: "redis://127.0.0.1:6379/0",
+  redisSentinels: [],
+  redisSentinelName: "",
+  redisSentinelPassword: "",
   redisPrefix: "agentq",
   host: "0.0.0.0",
   port: 3000,
@@ -264,6 +279,34 @@ function parseBoolean(raw: string): boolean | string {
 function parseNumber(raw: string): number | string {
   const n = Number(raw.trim());
   return raw.trim() === "" || Number.isNaN(n) ? raw : n;
+}
+
+/**
+ * A `host:port,host:port` list (AGENTQ_REDIS_SENTINELS); an IPv6 host in brackets, `[::1]:26379`.
+ * Every entry needs its port: a sentinel's default (26379) is not a Redis server's, and an entry
+ * written without one is more likely a Redis address pasted by mistake.
+ */
+export function parseHostPortList(raw: string): { entries: { host: string; port: number }[] } | { problems: string[] } {
+  const entries: { host: string; port: number }[] = [];
+  const problems: string[] = [];
+  for (const item of parseList(raw)) {
+    const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\s\[\]]+)):(\d{1,5})$/.exec(item);
+    const port = match ? Number(match[3]) : Number.NaN;
+    if (!match || port < 1 || port > 65535) problems.push(`${JSON.stringify(item)} is not host:port (a port from 1 to 65535)`);
+    else entries.push({ host: match[1] ?? match[2]!, port });
+  }
+  if (entries.length === 0 && problems.length === 0) problems.push("no host:port in the list");
+  return problems.length > 0 ? { problems } : { entries };
+}
+
+/** The sentinel settings that only make sense together (checked after the overrides are merged). */
+function sentinelProblems(c: Pick<Config, "redisSentinels" | "redisSentinelName" | "redisSentinelPassword">): string[] {
+  const set = Array.isArray(c.redisSentinels) && c.redisSentinels.length > 0;
+  if (set && !c.redisSentinelName)
+    return [`${ENV_NAMES.redisSentinelName}: required with ${ENV_NAMES.redisSentinels} (the name of the sentinels' "sentinel monitor <name> ..." line)`];
+  if (!set && c.redisSentinelName) return [`${ENV_NAMES.redisSentinelName}: set without ${ENV_NAMES.redisSentinels} (set both, or neither to use REDIS_URL's server)`];
+  if (!set && c.redisSentinelPassword) return [`${ENV_NAMES.redisSentinelPassword}: set without ${ENV_NAMES.redisSentinels}`];
+  return [];
 }
 
 /** The older way to set the webhook schedule: N retries, the first after B ms, doubling. */
@@ -339,9 +382,18 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   const schedule = webhookSchedule((name) => (env[name] === undefined || env[name] === "" ? undefined : env[name]));
   // An override (tests, benchmarks) replaces the environment's schedule, and its problems.
   const scheduleProblems = "problems" in schedule && overrides.webhookSchedule === undefined ? schedule.problems : [];
+  const rawSentinels = pick("redisSentinels");
+  const sentinels = rawSentinels === undefined ? { entries: DEFAULTS.redisSentinels } : parseHostPortList(rawSentinels);
+  const sentinelListProblems =
+    "problems" in sentinels && overrides.redisSentinels === undefined
+      ? sentinels.problems.map((p) => `${ENV_NAMES.redisSentinels}: ${p} (got ${JSON.stringify(rawSentinels)})`)
+      : [];
   const candidate: Record<keyof Config, unknown> = {
     databaseUrl: pick("databaseUrl") ?? DEFAULTS.databaseUrl,
     redisUrl: pick("redisUrl") ?? DEFAULTS.redisUrl,
+    redisSentinels: "entries" in sentinels ? sentinels.entries : DEFAULTS.redisSentinels,
+    redisSentinelName: pick("redisSentinelName") ?? DEFAULTS.redisSentinelName,
+    redisSentinelPassword: pick("redisSentinelPassword") ?? DEFAULTS.redisSentinelPassword,
     redisPrefix: pick("redisPrefix") ?? DEFAULTS.redisPrefix,
     host: pick("host") ?? DEFAULTS.host,
     port: num("port"),
@@ -394,13 +446,16 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     rateLimitWindowS: num("rateLimitWindowS"),
     ...overrides,
   };
-  if (scheduleProblems.length > 0 || !Value.Check(ConfigSchema, candidate)) {
+  // A bad list already says what is wrong with the sentinels; the pairing check would only add noise.
+  const pairingProblems = sentinelListProblems.length > 0 ? [] : sentinelProblems(candidate as Config);
+  const listProblems = [...scheduleProblems, ...sentinelListProblems, ...pairingProblems];
+  if (listProblems.length > 0 || !Value.Check(ConfigSchema, candidate)) {
     const problems = [...Value.Errors(ConfigSchema, candidate)].map((e) => {
       const field = e.path.split("/")[1] as keyof Config | undefined;
       const name = field ? ENV_NAMES[field] ?? field : "config";
       return `${name}: ${describeIssue(e)} (got ${JSON.stringify(e.value)})`;
     });
-    throw new ConfigError([...scheduleProblems, ...problems]);
+    throw new ConfigError([...listProblems, ...problems]);
   }
   return candidate as Config;
 }

@@ -7,6 +7,11 @@
  *
  * A RedisTarget is plain data (worker threads receive it in their init message): one variant
  * per mode, discriminated on `mode`.
+ *
+ * Sentinel mode uses ioredis's own Sentinel support: each connection asks the sentinels for the
+ * primary of `name` (role master, checked on connect) and asks again on every reconnect, so a
+ * connection dropped by a failover comes back to the promoted replica by itself, the blocking
+ * pops and the subscribers too (ioredis resends the unanswered commands and resubscribes).
  */
 import Redis, { type RedisOptions } from "ioredis";
 import type { Config } from "../config.ts";
@@ -17,28 +22,85 @@ export interface SingleRedisTarget {
   url: string;
 }
 
-export type RedisTarget = SingleRedisTarget;
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+/** The primary of `name`, wherever the sentinels say it is (AGENTQ_REDIS_SENTINELS). */
+export interface SentinelRedisTarget {
+  mode: "sentinel";
+  /** REDIS_URL: its credentials, database and scheme (rediss: TLS) apply to the primary; its host and port are unused. */
+  url: string;
+  sentinels: HostPort[];
+  name: string;
+  /** The sentinels' own password; absent when they have none. */
+  sentinelPassword?: string;
+}
+
+export type RedisTarget = SingleRedisTarget | SentinelRedisTarget;
 
 /** The settings a RedisTarget is made of. */
-export type RedisTargetConfig = Pick<Config, "redisUrl">;
+export type RedisTargetConfig = Pick<Config, "redisUrl" | "redisSentinels" | "redisSentinelName" | "redisSentinelPassword">;
 
 export function redisTargetOf(config: RedisTargetConfig): RedisTarget {
-  return { mode: "single", url: config.redisUrl };
+  if (config.redisSentinels.length === 0) return { mode: "single", url: config.redisUrl };
+  return {
+    mode: "sentinel",
+    url: config.redisUrl,
+    sentinels: config.redisSentinels.map(({ host, port }) => ({ host, port })),
+    name: config.redisSentinelName,
+    ...(config.redisSentinelPassword ? { sentinelPassword: config.redisSentinelPassword } : {}),
+  };
 }
 
 /**
  * What a caller may choose for its own connection. Where it connects (host, port, credentials,
  * database, TLS) comes from the target only.
  */
-export type ConnectionOptions = Omit<RedisOptions, "host" | "port" | "path" | "username" | "password" | "db" | "tls">;
+export type ConnectionOptions = Omit<
+  RedisOptions,
+  "host" | "port" | "path" | "username" | "password" | "db" | "tls" | "sentinels" | "name" | "role" | "sentinelPassword" | "enableTLSForSentinelMode"
+>;
 
 export function openRedis(target: RedisTarget, options: ConnectionOptions = {}): Redis {
   switch (target.mode) {
     case "single":
       return new Redis(target.url, options);
+    case "sentinel":
+      return new Redis({ ...sentinelOptions(target), ...boundedLikeTheCaller(options), ...options });
     default:
-      return unknownMode(target.mode);
+      return unknownMode(target);
   }
+}
+
+function sentinelOptions(target: SentinelRedisTarget): RedisOptions {
+  const url = new URL(target.url);
+  const db = Number(url.pathname.slice(1) || "0");
+  return {
+    sentinels: target.sentinels.map(({ host, port }) => ({ host, port })),
+    name: target.name,
+    role: "master",
+    sentinelPassword: target.sentinelPassword,
+    username: url.username ? decodeURIComponent(url.username) : undefined,
+    password: url.password ? decodeURIComponent(url.password) : undefined,
+    db: Number.isInteger(db) ? db : 0,
+    ...(url.protocol === "rediss:" ? { tls: {}, enableTLSForSentinelMode: true } : {}),
+    // A primary demoted while our connection stays open (a manual SENTINEL FAILOVER, an old primary
+    // back as a replica) answers writes with READONLY: reconnect, which asks the sentinels again,
+    // and resend the command to the new primary.
+    reconnectOnError: (error) => (error.message.startsWith("READONLY") ? 2 : false),
+  };
+}
+
+/**
+ * A caller that bounds its reconnects (the start-up probe, `bun run keys`) bounds its rounds of
+ * the sentinels the same way: ioredis's own sentinel retry would otherwise keep going forever.
+ */
+function boundedLikeTheCaller(options: ConnectionOptions): RedisOptions {
+  if (options.retryStrategy === undefined || options.sentinelRetryStrategy !== undefined) return {};
+  const retry = options.retryStrategy;
+  return { sentinelRetryStrategy: retry ?? (() => null) };
 }
 
 /** Where the target points, for logs: no password. */
@@ -46,8 +108,10 @@ export function describeRedisTarget(target: RedisTarget): string {
   switch (target.mode) {
     case "single":
       return withoutPassword(target.url);
+    case "sentinel":
+      return `sentinel primary "${target.name}" via ${target.sentinels.map(({ host, port }) => (host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`)).join(",")}`;
     default:
-      return unknownMode(target.mode);
+      return unknownMode(target);
   }
 }
 
@@ -57,6 +121,6 @@ function withoutPassword(url: string): string {
   return u.toString();
 }
 
-function unknownMode(mode: never): never {
-  throw new Error(`unknown Redis mode ${JSON.stringify(mode)}`);
+function unknownMode(target: never): never {
+  throw new Error(`unknown Redis mode ${JSON.stringify((target as { mode?: unknown }).mode)}`);
 }

@@ -21,7 +21,7 @@ export function isRedisConnectionError(error: unknown): boolean {
   const e = error as { code?: unknown; message?: unknown };
   if (typeof e?.code === "string" && CONNECTION_CODES.has(e.code)) return true;
   const message = typeof e?.message === "string" ? e.message : "";
-  return /Connection is closed|connect ETIMEDOUT|^LOADING|Stream isn't writeable|ECONNREFUSED|ECONNRESET/.test(message);
+  return /Connection is closed|connect ETIMEDOUT|^LOADING|Stream isn.t writeable|ECONNREFUSED|ECONNRESET|All sentinels are unreachable/.test(message);
 }
 
 async function pingOnce(target: RedisTarget): Promise<void> {
