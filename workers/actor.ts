@@ -11,7 +11,7 @@
  * makeNewWorker takes getJob and completeJob), so the same logic runs in a Bun
  * Worker thread (workers/thread.ts) and in a test process.
  */
-import type { Claim } from "../src/db/tasks/claims.ts";
+import type { Claim, ClaimBatch, Deferred } from "../src/db/tasks/claims.ts";
 import type { Settled } from "../src/db/tasks/settle.ts";
 import type { Database } from "../src/db/client.ts";
 import type { Popped } from "../src/queue/pop.ts";
@@ -37,8 +37,15 @@ export interface ActorDeps {
   waitForOne(timeoutSeconds: number): Promise<Popped | null>;
   /** Wakes a waitForOne at once (drain). */
   interruptWait(): void;
-  /** One fenced UPDATE for all the ids (src/db/tasks/claims.ts). */
-  claim(taskIds: string[]): Promise<Claim[]>;
+  /**
+   * One fenced UPDATE for all the ids (src/db/tasks/claims.ts); ids of an agent at its
+   * max_concurrent_refreshes come back deferred, still pending.
+   */
+  claim(taskIds: string[]): Promise<ClaimBatch>;
+  /** Sets deferred ids aside until their agent has room (src/queue/parking.ts). */
+  park(tasks: Deferred[]): Promise<void>;
+  /** A task of a limited agent ended: one of its parked ids goes back to its queue. */
+  releaseParked(agentId: string): Promise<void>;
   /** Group-committed ending (src/tasks/settleBatcher.ts): what was written, or null (nothing). */
   settle(taskId: string, leaseToken: string, ending: Ending): Promise<Settled | null>;
   progress(taskId: string, leaseToken: string, percent: number): Promise<void>;
@@ -142,9 +149,9 @@ export class Actor {
   }
 
   private async claimAndStart(popped: Popped[]) {
-    let claims: Claim[];
+    let batch: ClaimBatch;
     try {
-      claims = await this.deps.claim(popped.map((p) => p.taskId));
+      batch = await this.deps.claim(popped.map((p) => p.taskId));
     } catch (error) {
       // The ids left Redis unclaimed: they are still pending in PostgreSQL, and the
       // reconciler dispatches them again once they are stale.
@@ -153,8 +160,26 @@ export class Actor {
       await Bun.sleep(BACKOFF_MS);
       return;
     }
-    // Ids not claimed were cancelled, taken by someone else, or deleted: dropped.
-    for (const claim of claims) this.start(claim);
+    // Ids neither claimed nor deferred were cancelled, taken by someone else, or deleted: dropped.
+    for (const claim of batch.claims) this.start(claim);
+    if (batch.deferred.length > 0) await this.park(batch.deferred);
+  }
+
+  /**
+   * Ids over their agent's limit leave the priority queues for the agent's park, so this actor
+   * does not pop them again and they hold up nobody behind them. If Redis fails here they are in
+   * no queue and no park: the reconciler dispatches them again once they are stale.
+   */
+  private async park(deferred: Deferred[]) {
+    this.port.send({ type: "deferred", count: deferred.length });
+    try {
+      await this.deps.park(deferred);
+    } catch (error) {
+      this.log("warn", "parking deferred tasks failed; the reconciler will dispatch them again", {
+        task_ids: deferred.map((d) => d.taskId),
+        err: String(error),
+      });
+    }
   }
 
   private start(claim: Claim) {
@@ -174,6 +199,11 @@ export class Actor {
       this.running.delete(claim.taskId);
       this.settling.delete(claim.taskId);
       this.notify();
+      // Its ending is written (or left to the lease): the agent has a place again.
+      if (claim.limited)
+        this.deps.releaseParked(claim.agentId).catch((error) =>
+          this.log("warn", "releasing a parked task failed; the reconciler will", { agent_id: claim.agentId, err: String(error) }),
+        );
     });
   }
 

@@ -7,12 +7,13 @@
  * OWN_STATEMENTS at once; more wait for a connection.
  */
 import { openDatabase, type Database } from "../src/db/client.ts";
-import { claimTasks } from "../src/db/tasks/claims.ts";
+import { claimBatch } from "../src/db/tasks/claims.ts";
 import { recordProgress } from "../src/db/tasks/leases.ts";
 import { queueKeys } from "../src/queue/keys.ts";
 import { openRedis } from "../src/queue/connection.ts";
 import { TaskPopper } from "../src/queue/pop.ts";
 import { Dispatcher } from "../src/queue/dispatch.ts";
+import { Parking } from "../src/queue/parking.ts";
 import { RuntimeSamples } from "../src/queue/runtimeSamples.ts";
 import { SettleBatcher } from "../src/tasks/settleBatcher.ts";
 import { CoverageBatcher } from "../src/coverage/batchMeter.ts";
@@ -50,6 +51,7 @@ export function openActorDeps(workerId: string, settings: WorkerSettings): OpenA
   const keys = queueKeys(settings.redisPrefix);
   const popper = new TaskPopper(redis, blocking, keys);
   const dispatcher = new Dispatcher(redis, keys);
+  const parking = new Parking(redis, keys);
   const samples = new RuntimeSamples(redis, keys);
   const settler = new SettleBatcher(() => database.db);
   const meter = new CoverageBatcher(() => database.db, {
@@ -60,7 +62,9 @@ export function openActorDeps(workerId: string, settings: WorkerSettings): OpenA
     take: (n) => popper.take(n),
     waitForOne: (timeoutSeconds) => popper.waitForOne(timeoutSeconds),
     interruptWait: () => popper.interrupt(),
-    claim: (ids) => claimTasks(claimDatabase.db, ids, workerId, settings.leaseMs),
+    claim: (ids) => claimBatch(claimDatabase.db, ids, workerId, settings.leaseMs),
+    park: (tasks) => parking.park(tasks),
+    releaseParked: async (agentId) => void (await parking.release(agentId, 1)),
     settle: (taskId, leaseToken, ending) => settler.settle({ taskId, leaseToken, ending }),
     progress: async (taskId, leaseToken, percent) => void (await recordProgress(database.db, taskId, leaseToken, percent)),
     measureSmallScope: (scope, signal) => meter.measure(scope, signal),

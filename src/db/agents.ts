@@ -21,6 +21,8 @@ export interface AgentView {
   features_config: Record<string, unknown>;
   total_queries: number;
   coverage_targets: Record<string, number>;
+  /** At most this many of the agent's tasks run at once (src/db/tasks/claims.ts); null: no limit. */
+  max_concurrent_refreshes: number | null;
   /** The next slot of the agent's enabled schedule (agent_schedules), or null. */
   next_run_at: string | null;
   created_at: string;
@@ -46,7 +48,7 @@ const toAgentView = (row: AgentRow): AgentView => ({
 const AGENT_COLUMNS = sql`
   a.agent_id, a.name, a.taxonomy_node_ids, a.taxonomy_version, a.scope_description, a.level,
   a.total_documents, a.total_chunks, a.coverage_percent, a.last_coverage_update,
-  a.retrieval_config, a.features_config, a.total_queries, a.created_at, a.updated_at,
+  a.retrieval_config, a.features_config, a.total_queries, a.max_concurrent_refreshes, a.created_at, a.updated_at,
   coalesce((select jsonb_object_agg(ct.node_id, ct.target_document_count)
             from coverage_targets ct where ct.agent_id = a.agent_id), '{}'::jsonb) as coverage_targets,
   (select s.next_run_at from agent_schedules s where s.agent_id = a.agent_id and s.enabled) as next_run_at`;
@@ -60,6 +62,7 @@ export interface AgentCreate {
   retrieval_config?: Record<string, unknown>;
   features_config?: Record<string, unknown>;
   coverage_targets?: Record<string, number>;
+  max_concurrent_refreshes?: number | null;
 }
 
 export type AgentPatch = Partial<AgentCreate>;
@@ -91,9 +94,11 @@ export async function createAgent(db: Db, input: AgentCreate): Promise<AgentView
     await assertNodesInVersion(tx, version, roots);
     const agentId = randomUUID();
     await tx.execute(sql`
-      insert into agents (agent_id, name, taxonomy_node_ids, taxonomy_version, scope_description, level, retrieval_config, features_config)
+      insert into agents (agent_id, name, taxonomy_node_ids, taxonomy_version, scope_description, level, retrieval_config, features_config,
+                          max_concurrent_refreshes)
       values (${agentId}, ${input.name}, ${toPgArray(roots)}::uuid[], ${version}, ${input.scope_description ?? null},
-              ${input.level ?? 1}, ${JSON.stringify(input.retrieval_config ?? {})}::jsonb, ${JSON.stringify(input.features_config ?? {})}::jsonb)`);
+              ${input.level ?? 1}, ${JSON.stringify(input.retrieval_config ?? {})}::jsonb, ${JSON.stringify(input.features_config ?? {})}::jsonb,
+              ${input.max_concurrent_refreshes ?? null}::int)`);
     if (input.coverage_targets) await replaceTargets(tx, agentId, input.coverage_targets);
     return (await getAgent(tx, agentId))!;
   });
@@ -158,6 +163,7 @@ export async function updateAgent(db: Db, agentId: string, patch: AgentPatch): P
     if (patch.level !== undefined) sets.push(sql`level = ${patch.level}`);
     if (patch.retrieval_config !== undefined) sets.push(sql`retrieval_config = ${JSON.stringify(patch.retrieval_config)}::jsonb`);
     if (patch.features_config !== undefined) sets.push(sql`features_config = ${JSON.stringify(patch.features_config)}::jsonb`);
+    if (patch.max_concurrent_refreshes !== undefined) sets.push(sql`max_concurrent_refreshes = ${patch.max_concurrent_refreshes}::int`);
     await tx.execute(sql`update agents set ${sql.join(sets, sql`, `)} where agent_id = ${agentId}`);
     if (patch.coverage_targets !== undefined) await replaceTargets(tx, agentId, patch.coverage_targets);
     return (await getAgent(tx, agentId))!;

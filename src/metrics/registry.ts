@@ -184,6 +184,11 @@ export function createMetrics(sources: MetricSources = {}, options: MetricsOptio
       labelNames: ["reason"] as const,
       registers,
     }),
+    tasksDeferred: new Counter({
+      name: "agentq_tasks_deferred_total",
+      help: "Popped tasks left pending (parked) because their agent had max_concurrent_refreshes tasks running.",
+      registers,
+    }),
     workerRestarts: new Counter({
       name: "agentq_worker_restarts_total",
       help: "Worker threads replaced, by reason (crash, unresponsive).",

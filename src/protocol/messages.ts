@@ -60,6 +60,8 @@ export type WorkerMessage =
   /** No longer this worker's, unfinished: `status` is what the actor wrote (if anything), `reason` why. */
   | { type: "released"; taskId: string; status: ReleasedStatus; reason: ReleaseReason }
   | { type: "drained" }
+  /** Popped ids left pending because their agent was at its max_concurrent_refreshes (parked, for metrics). */
+  | { type: "deferred"; count: number }
   | { type: "log"; level: "debug" | "info" | "warn" | "error"; msg: string; fields?: Record<string, unknown> };
 
 export function assertNever(value: never): never {
@@ -99,6 +101,8 @@ export function isWorkerMessage(v: unknown): v is WorkerMessage {
       return str(v.taskId) && oneOf(RELEASED_STATUSES, v.status) && oneOf(RELEASE_REASONS, v.reason);
     case "drained":
       return true;
+    case "deferred":
+      return num(v.count);
     case "log":
       return str(v.level) && str(v.msg);
     default:

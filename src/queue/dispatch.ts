@@ -6,6 +6,7 @@
 import type Redis from "ioredis";
 import { PRIORITIES, type Priority } from "../core/tasks.ts";
 import { priorityOfQueue, type QueueKeys } from "./keys.ts";
+import { Parking } from "./parking.ts";
 
 export interface Dispatchable {
   taskId: string;
@@ -15,10 +16,15 @@ export interface Dispatchable {
 }
 
 export class Dispatcher {
+  /** The agents' parks: tasks deferred by max_concurrent_refreshes (src/queue/parking.ts). */
+  readonly parking: Parking;
+
   constructor(
     private readonly redis: Redis,
     readonly keys: QueueKeys,
-  ) {}
+  ) {
+    this.parking = new Parking(redis, keys);
+  }
 
   /** Adds ids to their queues in one round trip. NX: a re-dispatch keeps the original place. */
   async dispatch(tasks: readonly Dispatchable[]): Promise<void> {

@@ -11,7 +11,7 @@
 import { sql } from "drizzle-orm";
 import type { Logger } from "pino";
 import type { Database } from "../db/client.ts";
-import { requeueExpiredLeases, stalePendingTasks, stillPending, type PendingCursor } from "../db/tasks/recovery.ts";
+import { limitedAgentsWithRoom, requeueExpiredLeases, stalePendingTasks, stillPending, type PendingCursor } from "../db/tasks/recovery.ts";
 import type { Redispatch } from "../db/tasks/records.ts";
 import { deleteExpired } from "../db/retention.ts";
 import type { Dispatcher } from "../queue/dispatch.ts";
@@ -31,6 +31,8 @@ export interface ReconcileReport {
   requeued: number;
   failed: number;
   redispatched: number;
+  /** Parked tasks moved back to their queue because their agent had room. */
+  unparked: number;
 }
 
 export class Reconciler {
@@ -64,7 +66,7 @@ export class Reconciler {
   private async tick() {
     try {
       const report = await this.reconcileOnce();
-      if (report.requeued + report.failed + report.redispatched > 0) this.deps.logger.info(report, "reconciled");
+      if (report.requeued + report.failed + report.redispatched + report.unparked > 0) this.deps.logger.info(report, "reconciled");
       this.onReport?.(report);
       if (Date.now() - this.lastRetention >= RETENTION_EVERY_MS) {
         this.lastRetention = Date.now();
@@ -83,7 +85,7 @@ export class Reconciler {
    */
   async reconcileOnce(): Promise<ReconcileReport> {
     const { database, dispatcher, config } = this.deps;
-    const report: ReconcileReport = { requeued: 0, failed: 0, redispatched: 0 };
+    const report: ReconcileReport = { requeued: 0, failed: 0, redispatched: 0, unparked: 0 };
     // Each page of requeues takes its rows out of 'running', so the next one starts where it stopped.
     for (;;) {
       const expired = await requeueExpiredLeases(database.db, LEASE_PAGE);
@@ -99,7 +101,13 @@ export class Reconciler {
     for (;;) {
       const page = await stalePendingTasks(database.db, config.stalePendingMs, { after, limit: STALE_PAGE });
       const queued = await dispatcher.queuedAmong(page.tasks.map((t) => ({ taskId: t.task_id, priority: t.priority })));
-      const missing = page.tasks.filter((_, i) => !queued[i]);
+      const notQueued = page.tasks.filter((_, i) => !queued[i]);
+      // A task of a limited agent waiting in its park is queued too, only elsewhere. (An agent
+      // whose limit was lifted has its parked tasks re-dispatched: its park no longer counts.)
+      const mayBeParked = notQueued.filter((t) => t.limited);
+      const parkedFlags = await dispatcher.parking.parkedAmong(mayBeParked.map((t) => ({ taskId: t.task_id, agentId: t.agent_id })));
+      const parked = new Set(mayBeParked.filter((_, i) => parkedFlags[i]).map((t) => t.task_id));
+      const missing = notQueued.filter((t) => !parked.has(t.task_id));
       // Missing from Redis may mean popped a moment ago and claimed since: ask PostgreSQL again.
       const pending = await stillPending(database.db, missing.map((t) => t.task_id));
       const lost = missing.filter((t) => pending.has(t.task_id));
@@ -108,6 +116,11 @@ export class Reconciler {
       report.redispatched += lost.length;
       if (!page.next || this.halted) break;
       after = page.next;
+    }
+    // Limited agents with room left: what their parks hold goes back to the queues, as many as fit.
+    for (const { agent_id, room } of await limitedAgentsWithRoom(database.db)) {
+      if (this.halted) break;
+      report.unparked += (await dispatcher.parking.release(agent_id, room)).length;
     }
     return report;
   }

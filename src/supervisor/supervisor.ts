@@ -242,6 +242,9 @@ export class Supervisor {
         this.changes.changed();
         this.emit({ type: "worker_drained", workerId: slot.id });
         return;
+      case "deferred":
+        this.metrics.tasksDeferred.inc(message.count);
+        return;
       case "log":
         this.options.logger[message.level]({ worker_id: slot.id, ...message.fields }, message.msg);
         return;

@@ -53,6 +53,7 @@ const VALID_WORKER: Record<WorkerMessage["type"], WorkerMessage[]> = {
     { type: "released", taskId: "t", status: "unchanged", reason: "bookkeeping_failed" },
   ],
   drained: [{ type: "drained" }],
+  deferred: [{ type: "deferred", count: 3 }],
   log: [
     { type: "log", level: "info", msg: "hello" },
     { type: "log", level: "error", msg: "bad", fields: { a: 1 } },
@@ -106,6 +107,8 @@ describe("isWorkerMessage", () => {
     ["released with a status it cannot have", { type: "released", taskId: "t", status: "completed", reason: "shutdown" }],
     ["released without reason", { type: "released", taskId: "t", status: "pending" }],
     ["released with an unknown reason", { type: "released", taskId: "t", status: "pending", reason: "bored" }],
+    ["deferred without count", { type: "deferred" }],
+    ["deferred with string count", { type: "deferred", count: "3" }],
     ["log without msg", { type: "log", level: "info" }],
     ["log without level", { type: "log", msg: "x" }],
   ];

@@ -22,11 +22,14 @@ import { searchScope } from "../../db/search.ts";
 import { measureCoverage, measureGaps } from "../../coverage/meter.ts";
 import { notFound } from "../../core/errors.ts";
 import { assertConfigsWithinLimits } from "./limits.ts";
+import { Parking } from "../../queue/parking.ts";
+import { queueKeys } from "../../queue/keys.ts";
 
 const DEFAULT_MAX_RESULTS = 50;
 
 export const agentRoutes = (deps: AppDeps) => {
   const db = deps.database.db;
+  const parking = new Parking(deps.redis, queueKeys(deps.config.redisPrefix));
   return new Elysia({ name: "agentq.agents", tags: ["agents"] })
     .post(
       "/agents/from-taxonomy",
@@ -79,13 +82,24 @@ export const agentRoutes = (deps: AppDeps) => {
       "/agents/:agent_id",
       async ({ params, body }) => {
         assertConfigsWithinLimits(body, deps.config);
-        return updateAgent(db, params.agent_id, body);
+        const agent = await updateAgent(db, params.agent_id, body);
+        // A limit raised or lifted: what the agent's park holds goes back to the queues (what is
+        // still over the new limit is parked again at its claim). Should Redis fail, the
+        // reconciler releases them: it moves parked tasks of agents with room, and re-dispatches
+        // those of an agent without a limit.
+        if (body.max_concurrent_refreshes !== undefined)
+          await parking.releaseAll(agent.agent_id).catch((error) => deps.logger.warn({ err: error, agent_id: agent.agent_id }, "releasing parked tasks failed; the reconciler will"));
+        return agent;
       },
       {
         params: AgentParams,
         body: AgentPatch,
         response: { 200: Agent, ...authErrors, 404: ErrorBody },
-        detail: { summary: "Change only the fields sent", description: "coverage_targets, when sent, replaces the agent's whole set of targets." },
+        detail: {
+          summary: "Change only the fields sent",
+          description:
+            "coverage_targets, when sent, replaces the agent's whole set of targets. max_concurrent_refreshes: a positive integer (at most 10000) limits how many of the agent's refreshes run at once; null lifts the limit. Tasks already running are not stopped by a lower limit.",
+        },
       },
     )
     .delete(

@@ -8,6 +8,17 @@ const Targets = t.Record(t.String({ format: "uuid" }), t.Integer({ minimum: 1, m
   description: "Per-node target document counts (node_id -> count); replaces the agent's whole set",
 });
 
+/** The bounds of max_concurrent_refreshes (the CHECK on agents says the same). */
+export const MAX_CONCURRENT_REFRESHES_BOUND = 10_000;
+const MaxConcurrentRefreshes = t.Nullable(
+  t.Integer({
+    minimum: 1,
+    maximum: MAX_CONCURRENT_REFRESHES_BOUND,
+    description:
+      "At most this many of the agent's refreshes run at once, across every supervisor; more wait in the queue without holding up other agents' tasks. null (the default): no limit",
+  }),
+);
+
 const agentFields = {
   name: t.String({ minLength: 1, maxLength: 200 }),
   taxonomy_node_ids: t.Array(Uuid, { minItems: 1, maxItems: 1000, description: "Root nodes of the scope" }),
@@ -17,6 +28,7 @@ const agentFields = {
   retrieval_config: JsonObject,
   features_config: JsonObject,
   coverage_targets: Targets,
+  max_concurrent_refreshes: MaxConcurrentRefreshes,
 };
 
 export const AgentCreate = t.Object(
@@ -29,6 +41,7 @@ export const AgentCreate = t.Object(
     retrieval_config: t.Optional(agentFields.retrieval_config),
     features_config: t.Optional(agentFields.features_config),
     coverage_targets: t.Optional(agentFields.coverage_targets),
+    max_concurrent_refreshes: t.Optional(agentFields.max_concurrent_refreshes),
   },
   { additionalProperties: false },
 );
@@ -50,6 +63,7 @@ export const Agent = t.Object({
   features_config: JsonObject,
   total_queries: t.Integer(),
   coverage_targets: t.Record(t.String(), t.Integer()),
+  max_concurrent_refreshes: t.Nullable(t.Integer({ description: "At most this many of the agent's refreshes run at once; null: no limit" })),
   next_run_at: t.Nullable(Timestamp, { description: "Next scheduled refresh (PUT /agents/{agent_id}/schedule); null without an enabled schedule" }),
   created_at: Timestamp,
   updated_at: Timestamp,

@@ -41,7 +41,8 @@ export interface PendingCursor {
 }
 
 export interface StalePendingPage {
-  tasks: Redispatch[];
+  /** `limited`: the agent has max_concurrent_refreshes, so the task may be waiting in its park. */
+  tasks: (Redispatch & { limited: boolean })[];
   /** Where the next page starts; null when this page came back short (there is no more). */
   next: PendingCursor | null;
 }
@@ -60,14 +61,19 @@ export async function stalePendingTasks(
   page: { after?: PendingCursor; limit?: number } = {},
 ): Promise<StalePendingPage> {
   const limit = page.limit ?? 1000;
-  const after = page.after ? sql`and (created_at, task_id) > (${page.after.createdAt}::timestamptz, ${page.after.taskId})` : sql``;
+  const after = page.after ? sql`and (t.created_at, t.task_id) > (${page.after.createdAt}::timestamptz, ${page.after.taskId})` : sql``;
   const rows = await db.execute<RawTask>(sql`
-    select task_id, agent_id, priority, created_at, status, attempt, created_at::text as cursor_created_at from background_tasks
-    where status = 'pending' and updated_at < now() - ${olderThanMs} * interval '1 millisecond' ${after}
-    order by created_at, task_id limit ${limit}`);
+    select t.task_id, t.agent_id, t.priority, t.created_at, t.status, t.attempt, t.created_at::text as cursor_created_at,
+           a.max_concurrent_refreshes is not null as limited
+    from background_tasks t join agents a on a.agent_id = t.agent_id
+    where t.status = 'pending' and t.updated_at < now() - ${olderThanMs} * interval '1 millisecond' ${after}
+    order by t.created_at, t.task_id limit ${limit}`);
   const last = rows[rows.length - 1];
   return {
-    tasks: rows.map(({ cursor_created_at: _, ...r }) => ({ ...(r as unknown as Redispatch), created_at: toIso(r.created_at as string) })),
+    tasks: rows.map(({ cursor_created_at: _, ...r }) => ({
+      ...(r as unknown as Redispatch & { limited: boolean }),
+      created_at: toIso(r.created_at as string),
+    })),
     next: last && rows.length >= limit ? { createdAt: last.cursor_created_at as string, taskId: last.task_id as string } : null,
   };
 }
@@ -82,4 +88,22 @@ export async function stillPending(db: DbOrTx, taskIds: readonly string[]): Prom
   const rows = await db.execute<{ task_id: string }>(sql`
     select task_id from background_tasks where task_id = any(${toPgArray(taskIds)}::text[]) and status = 'pending'`);
   return new Set(rows.map((r) => r.task_id));
+}
+
+/**
+ * Agents with max_concurrent_refreshes, pending tasks, and room: fewer running tasks than their
+ * limit. Each ending of a limited agent's task releases one parked task at once (workers/actor.ts);
+ * the reconciler asks this to release the rest: places freed by endings nobody announced (a thread
+ * that died, a lapsed lease, a limit raised), and releases lost to a Redis failure.
+ */
+export async function limitedAgentsWithRoom(db: DbOrTx): Promise<{ agent_id: string; room: number }[]> {
+  const rows = await db.execute<{ agent_id: string; room: number }>(sql`
+    select agent_id, room from (
+      select a.agent_id, a.max_concurrent_refreshes
+               - (select count(*) from background_tasks r where r.agent_id = a.agent_id and r.status = 'running')::int as room
+      from agents a
+      where a.max_concurrent_refreshes is not null
+        and exists (select 1 from background_tasks p where p.agent_id = a.agent_id and p.status = 'pending')) x
+    where room > 0`);
+  return rows.map((r) => ({ agent_id: r.agent_id, room: Number(r.room) }));
 }
