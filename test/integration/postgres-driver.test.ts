@@ -5,6 +5,7 @@
  * connection between its error and close events are never rejected) or fail with the dead
  * backend's error; a backend killed during a new connection's type fetch fails the waiting
  * statement with that stale error and leaves an unhandled rejection, which ends the process.
+ * A statement cancelled while its connection opens strands the statements queued behind it.
  * patches/postgres@3.4.9.patch fixes all of that; these tests fail without it.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
@@ -12,7 +13,9 @@ import { connect, createServer, type Server } from "node:net";
 import postgres from "postgres";
 import { createTestContext, type TestContext } from "../helpers/app.ts";
 import { eventually } from "../helpers/engine.ts";
+import { sql } from "drizzle-orm";
 import { openDatabase, type Database } from "../../src/db/client.ts";
+import { queryPrepared } from "../../src/db/prepared.ts";
 import { freePort } from "../helpers/metrics.ts";
 
 const APP = `agentq-driver-test-${process.pid}`;
@@ -126,5 +129,23 @@ test("a backend terminated while a new connection fetches its types: the waiting
     process.off("unhandledRejection", onUnhandled);
     await fresh.sql.end({ timeout: 1 });
     relay.close();
+  }
+});
+
+test("a statement cancelled while its connection is still opening does not strand the statements queued behind it", async () => {
+  const fresh = openDatabase(ctx.config.databaseUrl, { max: 1, applicationName: APP });
+  try {
+    // The first statement opens the pool's only connection; it is cancelled before that
+    // connection is ready. postgres.js 3.4.9 as published then never serves the queue, and
+    // the second statement waits forever.
+    const abort = new AbortController();
+    const first = queryPrepared(fresh.db, sql`select 1 as x`, { signal: abort.signal });
+    const second = queryPrepared<{ x: number }>(fresh.db, sql`select 2 as x`);
+    setTimeout(() => abort.abort(new Error("cancelled by the test")), 0);
+    const [a, b] = await settled([first.then(() => 1), second.then((rows) => rows[0]!.x)]);
+    expect(a!.status).toBe("rejected");
+    expect(b).toEqual({ status: "fulfilled", value: 2 });
+  } finally {
+    await fresh.sql.end({ timeout: 1 });
   }
 });
