@@ -27,6 +27,10 @@ const BENCHMARKS: Record<string, BenchmarkEntry> = {
     summary: "webhook deliveries/s while tasks run, success rate against a receiver failing 50%, task throughput with/without webhooks",
     load: () => import("./webhooks.ts"),
   },
+  soak: {
+    summary: "soak test: capacity measured first, then half of it for --minutes M (default 10) with webhooks, cancels, SSE clients and the reconciler; RSS, PostgreSQL connections, Redis memory and backlog every 10 s, each judged flat; nothing lost or doubled",
+    load: () => import("./soak.ts"),
+  },
   sse: {
     summary: "live events: 1,000 SSE clients on one API process while tasks run; delivery latency p50/p99 (supervisor event -> client) and the API process's RSS",
     load: () => import("./sse.ts"),
