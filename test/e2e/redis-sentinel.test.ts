@@ -43,10 +43,10 @@ afterAll(async () => {
 }, 30_000);
 
 /** POST .../coverage/refresh, retried on 503 (Redis unreachable during the failover) as a client would. */
-async function enqueueRetrying(agentId: string): Promise<string> {
+async function enqueueRetrying(agentId: string, priority: "high" | "medium" = "medium"): Promise<string> {
   return eventually(
     async () => {
-      const res = await ctx.request("POST", `agents/${agentId}/coverage/refresh`, { body: { priority: "medium" } });
+      const res = await ctx.request("POST", `agents/${agentId}/coverage/refresh`, { body: { priority } });
       if (res.status === 202) return res.body.task_id as string;
       if (res.status !== 503) throw new Error(`enqueue failed: ${res.status} ${res.text}`);
       return undefined;
@@ -79,12 +79,16 @@ test("the primary is SIGKILLed mid-run: the replica is promoted, every task comp
   // 60 tasks of 300 ms on 4 slots: about 4.5 s of work, the kill lands early in it.
   const agents = await mapLimit(Array.from({ length: 60 }), 8, () => corpus.agent({ mode: "slow", ms: 300 }));
   const before = await mapLimit(agents, 8, (agentId) => enqueueRetrying(agentId));
+  const probeAgents = await mapLimit(Array.from({ length: 3 }), 3, () => corpus.agent({ mode: "slow", ms: 50 }));
   await eventually(async () => ((await completedCount()) >= 6 ? true : undefined), 20_000, "some tasks to complete before the kill");
 
   // PostgreSQL's clock, the one completed_at and started_at are written with.
   const clock = await ctx.database.db.execute<{ killed_at: string }>(sql`select clock_timestamp()::text as killed_at`);
   const killedAt = clock[0]!.killed_at;
   await deployment.killPrimary();
+  // Enqueued right after the kill, high priority (ahead of the backlog): each needs the new primary
+  // to be dispatched (the API's ZADD, or the reconciler's once Redis answers) and popped.
+  const probes = await mapLimit(probeAgents, 3, (agentId) => enqueueRetrying(agentId, "high"));
   const completedAtKill = await completedCount();
   expect(completedAtKill).toBeLessThan(before.length);
 
@@ -92,23 +96,24 @@ test("the primary is SIGKILLed mid-run: the replica is promoted, every task comp
   // Enqueued through the API after the failover: its connection found the new primary by itself.
   const after = await mapLimit(Array.from({ length: 10 }), 4, async () => enqueueRetrying(await corpus.agent({ mode: "slow", ms: 50 })));
 
-  const final = await waitAllTerminal(ctx, [...before, ...after], 60_000);
-  for (const id of [...before, ...after]) expect({ id, status: final.get(id)!.status }).toEqual({ id, status: "completed" });
+  const all = [...before, ...probes, ...after];
+  const final = await waitAllTerminal(ctx, all, 60_000);
+  for (const id of all) expect({ id, status: final.get(id)!.status }).toEqual({ id, status: "completed" });
   await expectExactlyOnceEffects(ctx, await loadTasks(ctx));
   expect(exited).toBeUndefined();
 
-  // The figure for the runbook: the kill to the first completion after it, and to the first completion
-  // of a task that was claimed after the kill (it went through a blocking pop on the new primary).
-  const [timing] = await ctx.database.db.execute<{ first_completion_ms: number; first_new_claim_completion_ms: number }>(sql`
+  // The figures for the runbook: the kill to the first completion after it (a task already running
+  // finishes without Redis), and to the first completion of a probe (the first work through the new primary).
+  const [timing] = await ctx.database.db.execute<{ first_completion_ms: number; first_probe_ms: number }>(sql`
     select
       extract(epoch from (min(completed_at) filter (where completed_at > ${killedAt}::timestamptz) - ${killedAt}::timestamptz)) * 1000 as first_completion_ms,
-      extract(epoch from (min(completed_at) filter (where started_at > ${killedAt}::timestamptz) - ${killedAt}::timestamptz)) * 1000 as first_new_claim_completion_ms
+      extract(epoch from (min(completed_at) filter (where task_id = any(string_to_array(${probes.join(",")}, ','))) - ${killedAt}::timestamptz)) * 1000 as first_probe_ms
     from background_tasks where status = 'completed'`);
   const firstCompletionMs = Math.round(Number(timing!.first_completion_ms));
-  const firstNewClaimMs = Math.round(Number(timing!.first_new_claim_completion_ms));
+  const firstProbeMs = Math.round(Number(timing!.first_probe_ms));
   console.log(
     `redis-sentinel failover: ${completedAtKill} of ${before.length} done at the kill; kill -> first completion after it ${firstCompletionMs} ms; ` +
-      `kill -> first completion of a task claimed after it ${firstNewClaimMs} ms`,
+      `kill -> first completion of a task enqueued after it ${firstProbeMs} ms`,
   );
-  expect(firstNewClaimMs).toBeGreaterThan(0);
+  expect(firstProbeMs).toBeGreaterThan(0);
 }, 120_000);
