@@ -20,6 +20,11 @@ import { PARK_TTL_MS, Parking } from "../../src/queue/parking.ts";
 import { Reconciler } from "../../src/supervisor/reconciler.ts";
 import type { Priority } from "../../src/core/tasks.ts";
 import { maxOverlap } from "../helpers/intervals.ts";
+import { Actor, type ActorDeps } from "../../workers/actor.ts";
+import { openActorDeps } from "../../workers/actorDeps.ts";
+import type { TaskHandler } from "../../workers/handlers/types.ts";
+import type { WorkerMessage } from "../../src/protocol/messages.ts";
+import { redisTargetOf } from "../../src/queue/connection.ts";
 
 let ctx: TestContext;
 let root: string;
@@ -280,5 +285,110 @@ test("through a real engine: an agent limited to 2 never runs more than 2 of its
     expect(await parking.count(limited)).toBe(0);
   } finally {
     await engine.stop();
+  }
+});
+
+/** An actor in this process (its real dependencies), running a handler that waits for the test to open each task's gate. */
+function gatedActor(concurrency: number, override: Partial<ActorDeps> = {}) {
+  const gates = new Map<string, () => void>();
+  const opened = new Set<string>();
+  const handler: TaskHandler = (c) =>
+    new Promise((resolve) => {
+      const finish = () =>
+        resolve({
+          agent_id: c.agentId,
+          overall_coverage: 10,
+          total_documents: 1,
+          total_chunks: 1,
+          node_coverage: {},
+          version: c.agent.taxonomy_version,
+          calculated_at: new Date().toISOString(),
+        });
+      if (opened.has(c.taskId)) finish();
+      else gates.set(c.taskId, finish);
+    });
+  const c = ctx.config;
+  const settings = {
+    databaseUrl: c.databaseUrl,
+    redis: redisTargetOf(c),
+    redisPrefix: c.redisPrefix,
+    confidenceThreshold: c.confidenceThreshold,
+    defaultTargetDocuments: c.defaultTargetDocuments,
+    leaseMs: 60_000,
+    concurrency,
+    popTimeoutSeconds: 0.2,
+  };
+  const deps = openActorDeps(`limit-actor-${uuid().slice(0, 8)}`, settings);
+  const messages: WorkerMessage[] = [];
+  const actor = new Actor("limit-actor", settings, handler, { send: (m) => void messages.push(m) }, { ...deps, ...override });
+  const running = actor.run();
+  return {
+    messages,
+    open(ids: string[]) {
+      for (const id of ids) {
+        opened.add(id);
+        gates.get(id)?.();
+      }
+    },
+    started: () => messages.flatMap((m) => (m.type === "started" ? [m.taskId] : [])),
+    async stop() {
+      actor.handle({ type: "drain" });
+      await running;
+      await deps.close();
+    },
+  };
+}
+
+test("an actor parks what its agent has no room for, pops past it, and takes the next parked task when one of the agent's tasks ends", async () => {
+  const limited = await newAgent(1);
+  const free = await newAgent(null);
+  const ids: string[] = [];
+  for (let i = 0; i < 3; i++) ids.push(await forceRefresh(limited));
+  const other = await forceRefresh(free);
+  const h = gatedActor(4);
+  try {
+    // One of the limited agent's tasks and the other agent's run; two are parked, counted once each.
+    await eventually(async () => (h.started().length === 2 && (await parking.count(limited)) === 2 ? true : undefined), 10_000, "two starts, two parked");
+    expect(h.started()).toEqual([ids[0]!, other]);
+    expect(h.messages.filter((m) => m.type === "deferred")).toEqual([{ type: "deferred", count: 2 }]);
+    // The actor does not spin on them: nothing more is claimed while the agent is full.
+    h.open([other]);
+    await eventually(async () => (h.messages.some((m) => m.type === "completed" && m.taskId === other) ? true : undefined));
+    expect(h.started()).toHaveLength(2);
+    // Each ending of the limited agent's tasks lets the next one in, oldest first.
+    h.open([ids[0]!]);
+    await eventually(async () => (h.started().length === 3 ? true : undefined), 10_000, "the second task to start");
+    expect(h.started()[2]).toBe(ids[1]!);
+    expect(await parking.count(limited)).toBe(1);
+    h.open([ids[1]!]);
+    await eventually(async () => (h.started().length === 4 ? true : undefined), 10_000, "the third task to start");
+    h.open([ids[2]!]);
+    await eventually(async () => (h.messages.filter((m) => m.type === "completed").length === 4 ? true : undefined));
+    expect(await runningOf(limited)).toBe(0);
+    expect(h.messages.filter((m) => m.type === "deferred")).toEqual([{ type: "deferred", count: 2 }]);
+  } finally {
+    await h.stop();
+  }
+});
+
+test("an actor whose park or release fails logs it and goes on; the reconciler then runs what was left out", async () => {
+  const limited = await newAgent(1);
+  const ids = [await forceRefresh(limited), await forceRefresh(limited)];
+  const h = gatedActor(2, {
+    park: () => Promise.reject(new Error("redis down")),
+    releaseParked: () => Promise.reject(new Error("redis down")),
+  });
+  try {
+    await eventually(async () => (h.messages.some((m) => m.type === "log" && m.msg.startsWith("parking deferred tasks failed")) ? true : undefined));
+    expect(h.started()).toEqual([ids[0]!]);
+    h.open(ids);
+    await eventually(async () => (h.messages.some((m) => m.type === "log" && m.msg.startsWith("releasing a parked task failed")) ? true : undefined));
+    // The second task is in no queue and no park: the reconciler's job once it is stale.
+    await db().execute(sql`update background_tasks set updated_at = now() - interval '1 hour' where task_id = ${ids[1]!}`);
+    const report = await new Reconciler({ config: ctx.config, database: ctx.database, dispatcher, logger: ctx.logger }).reconcileOnce();
+    expect(report.redispatched).toBeGreaterThanOrEqual(1);
+    await eventually(async () => (h.messages.some((m) => m.type === "completed" && m.taskId === ids[1]!) ? true : undefined), 10_000, "the left-out task to run");
+  } finally {
+    await h.stop();
   }
 });
