@@ -30,7 +30,7 @@ import { fileURLToPath } from "node:url";
 import { DEFAULTS } from "../src/config.ts";
 import { ensureDatabase, migrateDatabase } from "../src/db/migrate.ts";
 import type { Engine } from "../src/supervisor/engine.ts";
-import type Redis from "ioredis";
+import type { RedisClient } from "../src/queue/redisClient.ts";
 import { parseCommandLine, writeBenchmarkSection } from "./support.ts";
 import { countBackendsOf, cpuMsPerTask, type CpuUse } from "./engine/cpu.ts";
 import { StatsReader, type ActivitySample, type DbCounters, type StatementCounters, type TableCounters } from "./engine/stats.ts";
@@ -277,7 +277,7 @@ interface Results {
 // ---------------------------------------------------------------------------
 // Redis hygiene: only our prefix, never anything else
 
-async function deletePrefix(redis: Redis): Promise<number> {
+async function deletePrefix(redis: RedisClient): Promise<number> {
   let cursor = "0";
   let deleted = 0;
   do {

@@ -19,6 +19,11 @@ export const ConfigSchema = t.Object({
   redisSentinelName: t.String({ pattern: "^([A-Za-z0-9._-]+)?$" }),
   /** The sentinels' own password (their `requirepass`), if any; the primary's is REDIS_URL's. */
   redisSentinelPassword: t.String(),
+  /**
+   * Redis Cluster: some of its nodes, to discover the rest from (empty: not a cluster). REDIS_URL's
+   * credentials and scheme apply to every node; its host and port are unused, its database must be 0.
+   */
+  redisClusterNodes: t.Array(t.Object({ host: t.String({ minLength: 1 }), port: t.Integer({ minimum: 1, maximum: 65535 }) })),
   /** Every Redis key starts with this, so several deployments (and test files) share one Redis. */
   redisPrefix: t.String({ minLength: 1, pattern: "^[A-Za-z0-9_.:-]+$" }),
   host: t.String({ minLength: 1 }),
@@ -150,6 +155,7 @@ export const ENV_NAMES: Record<keyof Config, string> = {
   redisSentinels: "AGENTQ_REDIS_SENTINELS",
   redisSentinelName: "AGENTQ_REDIS_SENTINEL_NAME",
   redisSentinelPassword: "AGENTQ_REDIS_SENTINEL_PASSWORD",
+  redisClusterNodes: "AGENTQ_REDIS_CLUSTER_NODES",
   redisPrefix: "AGENTQ_REDIS_PREFIX",
   host: "HOST",
   port: "PORT",
@@ -208,6 +214,7 @@ export const DEFAULTS: Config = {
   redisSentinels: [],
   redisSentinelName: "",
   redisSentinelPassword: "",
+  redisClusterNodes: [],
   redisPrefix: "agentq",
   host: "0.0.0.0",
   port: 3000,
@@ -309,6 +316,20 @@ function sentinelProblems(c: Pick<Config, "redisSentinels" | "redisSentinelName"
   return [];
 }
 
+/**
+ * Redis Cluster excludes Sentinel (a cluster fails over by itself; ioredis cannot combine the
+ * two), and has database 0 only, so a REDIS_URL naming another database is a mistake to report.
+ */
+function clusterProblems(c: Pick<Config, "redisClusterNodes" | "redisSentinels" | "redisUrl">): string[] {
+  if (!Array.isArray(c.redisClusterNodes) || c.redisClusterNodes.length === 0) return [];
+  if (Array.isArray(c.redisSentinels) && c.redisSentinels.length > 0)
+    return [`${ENV_NAMES.redisClusterNodes}: set together with ${ENV_NAMES.redisSentinels}; choose one (a cluster fails over by itself, without sentinels)`];
+  const db = typeof c.redisUrl === "string" && URL.canParse(c.redisUrl) ? new URL(c.redisUrl).pathname.replace(/^\//, "") : "";
+  if (db !== "" && db !== "0")
+    return [`${ENV_NAMES.redisUrl}: names database ${JSON.stringify(db)}, but Redis Cluster has database 0 only (with ${ENV_NAMES.redisClusterNodes}, REDIS_URL gives only the credentials and the scheme)`];
+  return [];
+}
+
 /** The older way to set the webhook schedule: N retries, the first after B ms, doubling. */
 export const WEBHOOK_RETRIES_ENV = "AGENTQ_WEBHOOK_RETRIES";
 export const WEBHOOK_BACKOFF_ENV = "AGENTQ_WEBHOOK_BACKOFF_MS";
@@ -388,12 +409,19 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     "problems" in sentinels && overrides.redisSentinels === undefined
       ? sentinels.problems.map((p) => `${ENV_NAMES.redisSentinels}: ${p} (got ${JSON.stringify(rawSentinels)})`)
       : [];
+  const rawClusterNodes = pick("redisClusterNodes");
+  const clusterNodes = rawClusterNodes === undefined ? { entries: DEFAULTS.redisClusterNodes } : parseHostPortList(rawClusterNodes);
+  const clusterListProblems =
+    "problems" in clusterNodes && overrides.redisClusterNodes === undefined
+      ? clusterNodes.problems.map((p) => `${ENV_NAMES.redisClusterNodes}: ${p} (got ${JSON.stringify(rawClusterNodes)})`)
+      : [];
   const candidate: Record<keyof Config, unknown> = {
     databaseUrl: pick("databaseUrl") ?? DEFAULTS.databaseUrl,
     redisUrl: pick("redisUrl") ?? DEFAULTS.redisUrl,
     redisSentinels: "entries" in sentinels ? sentinels.entries : DEFAULTS.redisSentinels,
     redisSentinelName: pick("redisSentinelName") ?? DEFAULTS.redisSentinelName,
     redisSentinelPassword: pick("redisSentinelPassword") ?? DEFAULTS.redisSentinelPassword,
+    redisClusterNodes: "entries" in clusterNodes ? clusterNodes.entries : DEFAULTS.redisClusterNodes,
     redisPrefix: pick("redisPrefix") ?? DEFAULTS.redisPrefix,
     host: pick("host") ?? DEFAULTS.host,
     port: num("port"),
@@ -448,7 +476,13 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   };
   // A bad list already says what is wrong with the sentinels; the pairing check would only add noise.
   const pairingProblems = sentinelListProblems.length > 0 ? [] : sentinelProblems(candidate as Config);
-  const listProblems = [...scheduleProblems, ...sentinelListProblems, ...pairingProblems];
+  const listProblems = [
+    ...scheduleProblems,
+    ...sentinelListProblems,
+    ...pairingProblems,
+    ...clusterListProblems,
+    ...(clusterListProblems.length > 0 ? [] : clusterProblems(candidate as Config)),
+  ];
   if (listProblems.length > 0 || !Value.Check(ConfigSchema, candidate)) {
     const problems = [...Value.Errors(ConfigSchema, candidate)].map((e) => {
       const field = e.path.split("/")[1] as keyof Config | undefined;

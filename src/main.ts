@@ -3,7 +3,7 @@
  * and/or supervisor; signal handling lives in src/cli/run.ts. Nothing below this file reads the
  * environment or opens connections on its own.
  */
-import type Redis from "ioredis";
+import type { RedisClient } from "./queue/redisClient.ts";
 import type { Logger } from "pino";
 import type { Config } from "./config.ts";
 import { openDatabase, type Database } from "./db/client.ts";
@@ -23,7 +23,7 @@ export interface Runtime {
   config: Config;
   logger: Logger;
   database: Database;
-  redis: Redis;
+  redis: RedisClient;
   /** This process's metrics; served on /metrics by the API and by a standalone supervisor. */
   metrics: Metrics;
   close(): Promise<void>;

@@ -3,6 +3,7 @@
  * (the sleeping processor for cancels), keys under the benchmark's own Redis prefix.
  */
 import Redis from "ioredis";
+import type { RedisClient } from "../../src/queue/redisClient.ts";
 import { Queue, Worker as BullWorker, UnrecoverableError, type Job } from "bullmq";
 import { bounded } from "../support.ts";
 import { CpuMeter, type CpuUse } from "./cpu.ts";
@@ -26,7 +27,7 @@ export type Conn = ReturnType<typeof bullConnection>;
 export interface BullSettings {
   connection: Conn;
   /** Redis, for INFO commandstats. */
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
   workers: number;
   concurrency: number;

@@ -16,7 +16,7 @@
  * one statement on every connection more than a second after their last flush.
  */
 import postgres from "postgres";
-import type Redis from "ioredis";
+import type { RedisClient } from "../../src/queue/redisClient.ts";
 import { now, pollUntil } from "./util.ts";
 
 export interface DbCounters {
@@ -247,7 +247,7 @@ export function diffStatements(a: StatementCounters[], b: StatementCounters[]): 
 
 export type RedisCalls = Map<string, number>;
 
-export async function redisCalls(redis: Redis): Promise<RedisCalls> {
+export async function redisCalls(redis: RedisClient): Promise<RedisCalls> {
   const text = await redis.info("commandstats");
   const out: RedisCalls = new Map();
   for (const m of text.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) out.set(m[1]!, Number(m[2]));

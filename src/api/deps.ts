@@ -1,5 +1,5 @@
 /** What the HTTP app needs, handed in by the composition root (or a test). */
-import type Redis from "ioredis";
+import type { RedisClient } from "../queue/redisClient.ts";
 import type { Logger } from "pino";
 import type { Config } from "../config.ts";
 import type { Database } from "../db/client.ts";
@@ -12,7 +12,7 @@ import type { RateLimits } from "../queue/rateLimits.ts";
 export interface AppDeps {
   config: Config;
   database: Database;
-  redis: Redis;
+  redis: RedisClient;
   keys: KeyVerifier;
   logger: Logger;
   /** This process's metrics, served on GET /metrics; createApp makes a private one if absent. */

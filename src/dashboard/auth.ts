@@ -10,7 +10,7 @@
  * change must carry the session's CSRF token (X-CSRF-Token header, or the _csrf field of the
  * sign-out form). Read-only mode refuses every change made with a session (403).
  */
-import type Redis from "ioredis";
+import type { RedisClient } from "../queue/redisClient.ts";
 import type { Config } from "../config.ts";
 import type { Db } from "../db/client.ts";
 import type { KeyVerifier } from "../auth/apiKeys.ts";
@@ -68,7 +68,7 @@ export function isSameOrigin(request: Request): boolean {
 
 export interface DashboardAuthDeps {
   config: Pick<Config, "apiKeys" | "redisPrefix" | "dashboardReadOnly" | "dashboardSessionTtlMs">;
-  redis: Redis;
+  redis: RedisClient;
   db: Db;
   keys: KeyVerifier;
 }

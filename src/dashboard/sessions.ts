@@ -9,7 +9,7 @@
  * refused as soon as that key is revoked or no longer configured. Losing Redis data signs
  * everyone out, nothing more.
  */
-import type Redis from "ioredis";
+import type { RedisClient } from "../queue/redisClient.ts";
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { and, eq, isNull } from "drizzle-orm";
 import type { Db } from "../db/client.ts";
@@ -65,7 +65,7 @@ export async function principalActive(db: Db, principal: Principal, staticKeys: 
 
 export class SessionStore {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: Pick<QueueKeys, "dashboardSession">,
     readonly ttlMs: number,
   ) {}

@@ -4,7 +4,7 @@
  * overdue running tasks from PostgreSQL. Each is one cheap round trip; a failure is the
  * caller's (ScrapeGauge logs it and leaves the gauge out of that scrape).
  */
-import type Redis from "ioredis";
+import type { RedisClient } from "../queue/redisClient.ts";
 import { sql } from "drizzle-orm";
 import type { Database } from "../db/client.ts";
 import { Dispatcher, oldestQueuedAgeSeconds } from "../queue/dispatch.ts";
@@ -27,7 +27,7 @@ export async function countOverdueTasks(database: Database, cancelGraceMs: numbe
 }
 
 /** The scrape-time sources every process with Redis and PostgreSQL connections exports. */
-export function storeSources(deps: { redis: Redis; keys: QueueKeys; database: Database; cancelGraceMs: number }): MetricSources {
+export function storeSources(deps: { redis: RedisClient; keys: QueueKeys; database: Database; cancelGraceMs: number }): MetricSources {
   const dispatcher = new Dispatcher(deps.redis, deps.keys);
   return {
     queueDepths: () => dispatcher.depths(),

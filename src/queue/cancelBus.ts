@@ -4,15 +4,15 @@
  * Pub/sub is fire-and-forget: a supervisor that was disconnected at that moment
  * still learns it at its next lease renewal (a cancel clears the lease).
  */
-import type Redis from "ioredis";
+import type { RedisClient } from "./redisClient.ts";
 import type { QueueKeys } from "./keys.ts";
 
-export function publishCancel(redis: Redis, keys: QueueKeys, taskId: string): Promise<number> {
+export function publishCancel(redis: RedisClient, keys: QueueKeys, taskId: string): Promise<number> {
   return redis.publish(keys.cancelChannel, taskId);
 }
 
 /** Calls `onCancel` for every cancel published from now on; resolves once subscribed. Returns the unsubscribe. */
-export async function subscribeCancels(subscriber: Redis, keys: QueueKeys, onCancel: (taskId: string) => void): Promise<() => Promise<void>> {
+export async function subscribeCancels(subscriber: RedisClient, keys: QueueKeys, onCancel: (taskId: string) => void): Promise<() => Promise<void>> {
   const listener = (channel: string, taskId: string) => {
     if (channel === keys.cancelChannel) onCancel(taskId);
   };

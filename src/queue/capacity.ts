@@ -3,7 +3,7 @@
  * are busy, so the API can estimate completion times. Entries carry their own
  * expiry: a supervisor that died stops counting once its heartbeat is stale.
  */
-import type Redis from "ioredis";
+import type { RedisClient } from "./redisClient.ts";
 import type { QueueKeys } from "./keys.ts";
 
 export interface Capacity {
@@ -12,11 +12,11 @@ export interface Capacity {
   busy: number;
 }
 
-export async function publishCapacity(redis: Redis, keys: QueueKeys, supervisorId: string, capacity: Capacity, ttlMs: number): Promise<void> {
+export async function publishCapacity(redis: RedisClient, keys: QueueKeys, supervisorId: string, capacity: Capacity, ttlMs: number): Promise<void> {
   await redis.hset(keys.capacity, supervisorId, JSON.stringify({ ...capacity, expires: Date.now() + ttlMs }));
 }
 
-export async function withdrawCapacity(redis: Redis, keys: QueueKeys, supervisorId: string): Promise<void> {
+export async function withdrawCapacity(redis: RedisClient, keys: QueueKeys, supervisorId: string): Promise<void> {
   await redis.hdel(keys.capacity, supervisorId);
 }
 
@@ -31,7 +31,7 @@ export interface SupervisorCapacity extends Capacity {
  * The supervisors whose heartbeat has not lapsed (one HGETALL of a hash with one small entry
  * per supervisor), ordered by id; malformed entries are left out.
  */
-export async function readCapacity(redis: Redis, keys: QueueKeys, now = Date.now()): Promise<SupervisorCapacity[]> {
+export async function readCapacity(redis: RedisClient, keys: QueueKeys, now = Date.now()): Promise<SupervisorCapacity[]> {
   const entries = await redis.hgetall(keys.capacity);
   const live: SupervisorCapacity[] = [];
   for (const [supervisorId, raw] of Object.entries(entries)) {

@@ -12,9 +12,16 @@
  * primary of `name` (role master, checked on connect) and asks again on every reconnect, so a
  * connection dropped by a failover comes back to the promoted replica by itself, the blocking
  * pops and the subscribers too (ioredis resends the unanswered commands and resubscribes).
+ *
+ * Cluster mode uses ioredis's Cluster: it learns the slot map from any of the given nodes and
+ * sends each command to the primary of its key's slot. Every agentq key is in ONE slot (the
+ * `{coverage}` tag, src/queue/keys.ts), so the multi-key pops, the scripts and the pipelines
+ * run as on one server. Subscribers get a Cluster client too: classic pub/sub is broadcast to
+ * every node, and ioredis subscribes on one node of its choice and moves to another if it goes.
  */
-import Redis, { type RedisOptions } from "ioredis";
+import Redis, { Cluster, type ClusterOptions, type RedisOptions } from "ioredis";
 import type { Config } from "../config.ts";
+import { isCluster, type RedisClient } from "./redisClient.ts";
 
 /** One Redis server at REDIS_URL. */
 export interface SingleRedisTarget {
@@ -38,12 +45,22 @@ export interface SentinelRedisTarget {
   sentinelPassword?: string;
 }
 
-export type RedisTarget = SingleRedisTarget | SentinelRedisTarget;
+/** A Redis Cluster, found from some of its nodes (AGENTQ_REDIS_CLUSTER_NODES). */
+export interface ClusterRedisTarget {
+  mode: "cluster";
+  /** REDIS_URL: its credentials and scheme (rediss: TLS) apply to every node; its host and port are unused (database 0 only). */
+  url: string;
+  nodes: HostPort[];
+}
+
+export type RedisTarget = SingleRedisTarget | SentinelRedisTarget | ClusterRedisTarget;
 
 /** The settings a RedisTarget is made of. */
-export type RedisTargetConfig = Pick<Config, "redisUrl" | "redisSentinels" | "redisSentinelName" | "redisSentinelPassword">;
+export type RedisTargetConfig = Pick<Config, "redisUrl" | "redisSentinels" | "redisSentinelName" | "redisSentinelPassword" | "redisClusterNodes">;
 
 export function redisTargetOf(config: RedisTargetConfig): RedisTarget {
+  if (config.redisClusterNodes.length > 0)
+    return { mode: "cluster", url: config.redisUrl, nodes: config.redisClusterNodes.map(({ host, port }) => ({ host, port })) };
   if (config.redisSentinels.length === 0) return { mode: "single", url: config.redisUrl };
   return {
     mode: "sentinel",
@@ -63,8 +80,15 @@ export type ConnectionOptions = Omit<
   "host" | "port" | "path" | "username" | "password" | "db" | "tls" | "sentinels" | "name" | "role" | "sentinelPassword" | "enableTLSForSentinelMode"
 >;
 
-export function openRedis(target: RedisTarget, options: ConnectionOptions = {}): Redis {
+export function openRedis(target: SingleRedisTarget | SentinelRedisTarget, options?: ConnectionOptions): Redis;
+export function openRedis(target: RedisTarget, options?: ConnectionOptions): RedisClient;
+export function openRedis(target: RedisTarget, options: ConnectionOptions = {}): RedisClient {
   switch (target.mode) {
+    case "cluster":
+      return new Cluster(
+        target.nodes.map(({ host, port }) => ({ host, port })),
+        clusterOptions(options, credentialsOf(target.url)),
+      );
     case "single":
       return new Redis(target.url, options);
     case "sentinel":
@@ -103,11 +127,45 @@ function boundedLikeTheCaller(options: ConnectionOptions): RedisOptions {
   return { sentinelRetryStrategy: retry ?? (() => null) };
 }
 
+/**
+ * A second connection like `client`, to the same target, with `options` for its own behaviour
+ * (a subscriber: a subscribed connection runs no other commands). Cluster.duplicate takes the
+ * startup nodes first and the per-node options apart, hence this one entry point.
+ */
+export function duplicateRedis(client: RedisClient, options: ConnectionOptions): RedisClient {
+  return isCluster(client) ? client.duplicate([], clusterOptions(options, {})) : client.duplicate(options);
+}
+
+function credentialsOf(url: string): RedisOptions {
+  const u = new URL(url);
+  return {
+    username: u.username ? decodeURIComponent(u.username) : undefined,
+    password: u.password ? decodeURIComponent(u.password) : undefined,
+    ...(u.protocol === "rediss:" ? { tls: {} } : {}),
+  };
+}
+
+/**
+ * A caller's options, split as Cluster wants them: what concerns the commands of the whole
+ * client at the top (auto-pipelining, the offline queue, lazy connect, reconnect strategy), the
+ * rest for each node's connection (redisOptions: retries per request, timeouts, the name).
+ */
+function clusterOptions(options: ConnectionOptions, credentials: RedisOptions): ClusterOptions {
+  const { enableAutoPipelining, autoPipeliningIgnoredCommands, enableOfflineQueue, enableReadyCheck, lazyConnect, retryStrategy, ...perNode } = options;
+  const top: ClusterOptions = { enableAutoPipelining, autoPipeliningIgnoredCommands, enableOfflineQueue, enableReadyCheck, lazyConnect };
+  for (const key of Object.keys(top) as (keyof ClusterOptions)[]) if (top[key] === undefined) delete top[key];
+  // A caller that bounds its reconnects (the start-up probe) bounds the cluster's the same way.
+  if (retryStrategy !== undefined) top.clusterRetryStrategy = retryStrategy;
+  return { ...top, redisOptions: { ...credentials, ...perNode } };
+}
+
 /** Where the target points, for logs: no password. */
 export function describeRedisTarget(target: RedisTarget): string {
   switch (target.mode) {
     case "single":
       return withoutPassword(target.url);
+    case "cluster":
+      return `cluster via ${target.nodes.map(({ host, port }) => (host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`)).join(",")}`;
     case "sentinel":
       return `sentinel primary "${target.name}" via ${target.sentinels.map(({ host, port }) => (host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`)).join(",")}`;
     default:

@@ -3,7 +3,7 @@
  * queue length (sorted sets): ZADD, ZREM, ZRANK, BZPOPMIN. Redis holds only
  * ids; PostgreSQL decides whether a popped id may run (see claimTask).
  */
-import type Redis from "ioredis";
+import type { RedisClient } from "./redisClient.ts";
 import { PRIORITIES, type Priority } from "../core/tasks.ts";
 import { priorityOfQueue, type QueueKeys } from "./keys.ts";
 import { Parking } from "./parking.ts";
@@ -20,7 +20,7 @@ export class Dispatcher {
   readonly parking: Parking;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     readonly keys: QueueKeys,
   ) {
     this.parking = new Parking(redis, keys);
@@ -73,7 +73,7 @@ export class Dispatcher {
  * connection serves nobody else.
  */
 export async function popNext(
-  blocking: Redis,
+  blocking: RedisClient,
   keys: QueueKeys,
   timeoutSeconds: number,
 ): Promise<{ taskId: string; priority: Priority } | null> {
@@ -87,7 +87,7 @@ export async function popNext(
  * Seconds since the lowest score (enqueue time in ms) across the three queues, 0 when all are
  * empty. A retried task keeps its original score, so its age counts from its first enqueue.
  */
-export async function oldestQueuedAgeSeconds(redis: Redis, keys: QueueKeys, now = Date.now()): Promise<number> {
+export async function oldestQueuedAgeSeconds(redis: RedisClient, keys: QueueKeys, now = Date.now()): Promise<number> {
   const pipeline = redis.pipeline();
   for (const p of PRIORITIES) pipeline.zrange(keys.queue(p), "0", "0", "WITHSCORES");
   const results = (await pipeline.exec()) ?? [];
@@ -100,7 +100,7 @@ export async function oldestQueuedAgeSeconds(redis: Redis, keys: QueueKeys, now 
   return Number.isFinite(lowest) ? Math.max(0, (now - lowest) / 1000) : 0;
 }
 
-async function execOrThrow(pipeline: ReturnType<Redis["pipeline"]>): Promise<unknown[]> {
+async function execOrThrow(pipeline: ReturnType<RedisClient["pipeline"]>): Promise<unknown[]> {
   const results = (await pipeline.exec()) ?? [];
   return results.map(([error, value]) => {
     if (error) throw error;

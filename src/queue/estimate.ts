@@ -12,7 +12,7 @@
  * the script runs on Redis Cluster too. The script only reads. The ETA maths stays with
  * its user (src/tasks/service.ts); this module only decodes what Redis holds.
  */
-import type Redis from "ioredis";
+import type { RedisClient } from "./redisClient.ts";
 import { PRIORITIES, type Priority } from "../core/tasks.ts";
 import type { QueueKeys } from "./keys.ts";
 
@@ -58,11 +58,11 @@ export interface QueueSnapshot {
 type ScriptReply = [number, string[], string[]];
 type EstimateCommand = (...args: (string | number)[]) => unknown;
 
-const defined = new WeakSet<Redis>();
+const defined = new WeakSet<RedisClient>();
 
 export class QueueEstimator {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     readonly keys: QueueKeys,
   ) {
     if (!defined.has(redis)) {

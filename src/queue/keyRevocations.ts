@@ -12,7 +12,8 @@
  * get `reset()` and drop everything they cached; while it is down, their
  * cache TTL bounds how long a revoked key can still be accepted.
  */
-import type Redis from "ioredis";
+import type { RedisClient } from "./redisClient.ts";
+import { duplicateRedis } from "./connection.ts";
 import type { Logger } from "pino";
 import type { QueueKeys } from "./keys.ts";
 
@@ -38,7 +39,7 @@ export function parseRevocation(message: string): string[] | null {
 
 export class KeyRevocations {
   private readonly listeners = new Set<RevocationListener>();
-  private subscriber: Redis | null = null;
+  private subscriber: RedisClient | null = null;
   private subscribed = false;
   private closed = false;
   private waiting: (() => void)[] = [];
@@ -48,7 +49,7 @@ export class KeyRevocations {
    * it: a subscribed connection runs no other commands).
    */
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: QueueKeys,
     private readonly logger?: Logger,
   ) {}
@@ -78,7 +79,7 @@ export class KeyRevocations {
   }
 
   /** The subscriber connection, once listening (diagnostics and tests). */
-  get connection(): Redis | null {
+  get connection(): RedisClient | null {
     return this.subscriber;
   }
 
@@ -96,10 +97,10 @@ export class KeyRevocations {
     for (const resolve of this.waiting.splice(0)) resolve();
   }
 
-  private subscribe(): Redis {
+  private subscribe(): RedisClient {
     const channel = this.keys.apiKeyRevokedChannel;
     // Resubscribed by hand on every `ready`, so the listeners are reset only once Redis confirmed it.
-    const subscriber = this.redis.duplicate({ autoResubscribe: false, enableAutoPipelining: false, maxRetriesPerRequest: null });
+    const subscriber = duplicateRedis(this.redis, { autoResubscribe: false, enableAutoPipelining: false, maxRetriesPerRequest: null });
     subscriber.on("error", (error) => this.logger?.warn({ err: error }, "redis error on the API key revocation subscriber"));
     subscriber.on("close", () => {
       if (this.closed || !this.subscribed) return;

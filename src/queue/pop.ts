@@ -10,7 +10,7 @@
  *    nothing queued for it. It needs a connection of its own: a blocked
  *    connection serves nobody else.
  */
-import type Redis from "ioredis";
+import type { RedisClient } from "./redisClient.ts";
 import { PRIORITIES, type Priority } from "../core/tasks.ts";
 import type { QueueKeys } from "./keys.ts";
 import { popNext } from "./dispatch.ts";
@@ -35,14 +35,14 @@ for i = 1, #KEYS do
 end
 return out`;
 
-type WithTake = Redis & { agentqTake(k1: string, k2: string, k3: string, n: number): Promise<(string | number)[]> };
+type WithTake = RedisClient & { agentqTake(k1: string, k2: string, k3: string, n: number): Promise<(string | number)[]> };
 
 export class TaskPopper {
   private readonly commands: WithTake;
 
   constructor(
-    commands: Redis,
-    private readonly blocking: Redis,
+    commands: RedisClient,
+    private readonly blocking: RedisClient,
     private readonly keys: QueueKeys,
   ) {
     if (keys.queues.length !== PRIORITIES.length) throw new Error("one queue per priority expected");

@@ -9,7 +9,7 @@
  * unchecked: a rate limiter must never lock every client out. Each such request is counted in
  * agentq_rate_limit_errors_total and a warning is logged, at most once per `warnEveryMs`.
  */
-import type Redis from "ioredis";
+import type { RedisClient } from "./redisClient.ts";
 import type { Logger } from "pino";
 import { RateLimiterRedis, RateLimiterRes, RLWrapperTimeouts } from "rate-limiter-flexible";
 import type { Metrics, RATE_LIMIT_POLICIES } from "../metrics/registry.ts";
@@ -56,7 +56,7 @@ export class RateLimits {
   private unwarned = 0;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     keys: Pick<QueueKeys, "rateLimit">,
     private readonly options: RateLimitsOptions,
   ) {

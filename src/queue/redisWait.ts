@@ -21,7 +21,10 @@ export function isRedisConnectionError(error: unknown): boolean {
   const e = error as { code?: unknown; message?: unknown };
   if (typeof e?.code === "string" && CONNECTION_CODES.has(e.code)) return true;
   const message = typeof e?.message === "string" ? e.message : "";
-  return /Connection is closed|connect ETIMEDOUT|^LOADING|Stream isn.t writeable|ECONNREFUSED|ECONNRESET|All sentinels are unreachable/.test(message);
+  // The last three: a cluster none of whose nodes answers, or one still without all its slots served.
+  return /Connection is closed|connect ETIMEDOUT|^LOADING|Stream isn.t writeable|ECONNREFUSED|ECONNRESET|All sentinels are unreachable|None of startup nodes is available|Failed to refresh slots cache|^CLUSTERDOWN/.test(
+    message,
+  );
 }
 
 async function pingOnce(target: RedisTarget): Promise<void> {

@@ -4,7 +4,7 @@
  * background, many per round trip: samples that arrive while a write is in
  * flight go out together with the next one, and a lost sample is fine.
  */
-import type Redis from "ioredis";
+import type { RedisClient } from "./redisClient.ts";
 import type { QueueKeys } from "./keys.ts";
 
 /** How many samples Redis keeps. */
@@ -15,7 +15,7 @@ export class RuntimeSamples {
   private writing: Promise<void> | null = null;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: QueueKeys,
   ) {}
 

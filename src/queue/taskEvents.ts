@@ -24,7 +24,8 @@
  * watch from PostgreSQL, which stays the truth. A publisher whose Redis is down loses events (it
  * keeps at most `maxPending` of them meanwhile); it never blocks or fails its caller.
  */
-import type Redis from "ioredis";
+import type { RedisClient } from "./redisClient.ts";
+import { duplicateRedis } from "./connection.ts";
 import type { Logger } from "pino";
 import { randomBytes } from "node:crypto";
 import { TASK_ID_PATTERN, TASK_STATUSES, type TaskStatus } from "../core/tasks.ts";
@@ -66,9 +67,9 @@ return last
 
 type PublishCommand = (seqKey: string, count: number, channel: string, json: string) => Promise<number>;
 
-const defined = new WeakSet<Redis>();
+const defined = new WeakSet<RedisClient>();
 
-function publishCommand(redis: Redis): PublishCommand {
+function publishCommand(redis: RedisClient): PublishCommand {
   if (!defined.has(redis)) {
     redis.defineCommand(COMMAND, { numberOfKeys: 1, lua: LUA });
     defined.add(redis);
@@ -115,7 +116,7 @@ export class TaskEventPublisher {
   private readonly maxBatch: number;
 
   constructor(
-    redis: Redis,
+    redis: RedisClient,
     private readonly keys: QueueKeys,
     private readonly options: PublisherOptions = {},
   ) {
@@ -277,7 +278,7 @@ export interface TaskEventListener {
  */
 export class TaskEventSubscriber {
   private readonly listeners = new Set<TaskEventListener>();
-  private subscriber: Redis | null = null;
+  private subscriber: RedisClient | null = null;
   private subscribed = false;
   private everSubscribed = false;
   private closed = false;
@@ -287,7 +288,7 @@ export class TaskEventSubscriber {
   readonly connectionName = `agentq-task-events-${randomBytes(4).toString("hex")}`;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: QueueKeys,
     private readonly logger?: Logger,
   ) {}
@@ -330,9 +331,9 @@ export class TaskEventSubscriber {
     for (const resolve of this.waiting.splice(0)) resolve();
   }
 
-  private subscribe(): Redis {
+  private subscribe(): RedisClient {
     const channel = this.keys.taskEventsChannel;
-    const subscriber = this.redis.duplicate({
+    const subscriber = duplicateRedis(this.redis, {
       autoResubscribe: false,
       enableAutoPipelining: false,
       maxRetriesPerRequest: null,

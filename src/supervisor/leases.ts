@@ -9,7 +9,7 @@
  * The capacity heartbeat has a timer of its own and touches only Redis, so it
  * goes on while PostgreSQL is down (and the other way round).
  */
-import type Redis from "ioredis";
+import type { RedisClient } from "../queue/redisClient.ts";
 import type { Logger } from "pino";
 import type { Database } from "../db/client.ts";
 import { renewLeases } from "../db/tasks/leases.ts";
@@ -75,7 +75,7 @@ export class CapacityHeartbeat {
   private timer: ReturnType<typeof setInterval> | undefined;
 
   constructor(
-    private readonly deps: { redis: Redis; keys: QueueKeys; supervisorId: string; everyMs: number; logger: Logger; capacity: () => Capacity },
+    private readonly deps: { redis: RedisClient; keys: QueueKeys; supervisorId: string; everyMs: number; logger: Logger; capacity: () => Capacity },
   ) {}
 
   start() {

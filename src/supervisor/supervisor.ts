@@ -13,7 +13,7 @@
  * settles the tasks of a thread that died or was terminated (one statement,
  * through src/core/settle.ts like every other path).
  */
-import type Redis from "ioredis";
+import type { RedisClient } from "../queue/redisClient.ts";
 import type { Logger } from "pino";
 import { randomBytes } from "node:crypto";
 import type { Database } from "../db/client.ts";
@@ -40,9 +40,9 @@ export interface SupervisorOptions {
   config: Config;
   database: Database;
   /** For commands (dispatch, capacity). */
-  redis: Redis;
+  redis: RedisClient;
   /** A connection of its own for SUBSCRIBE (a subscribed connection runs no other commands). */
-  subscriber: Redis;
+  subscriber: RedisClient;
   logger: Logger;
   workers: number;
   /** Tasks per worker thread (default: config.workerConcurrency). */

@@ -154,8 +154,11 @@ export class TaskService {
     // Then its id leaves Redis (pending), or its actor hears it and aborts the task and its SQL (running).
     // Redis being down changes neither: a stale id is dropped at its claim, and a running task's
     // supervisor finds its lease gone at the next renewal.
-    if (outcome.previous === "pending") await this.dispatcher.remove(taskId, outcome.priority).catch(() => false);
-    else await publishCancel(this.deps.redis, this.keys, taskId).catch((error) => this.deps.logger.warn({ task_id: taskId, err: error }, "cancel publish failed; the lease renewal will stop the task"));
+    if (outcome.previous === "pending") {
+      // From its queue, or from its agent's park (max_concurrent_refreshes): a stale parked id
+      // would take the place of a task that can run when it is released.
+      await Promise.all([this.dispatcher.remove(taskId, outcome.priority), this.dispatcher.parking.remove(outcome.agent_id, taskId)]).catch(() => false);
+    } else await publishCancel(this.deps.redis, this.keys, taskId).catch((error) => this.deps.logger.warn({ task_id: taskId, err: error }, "cancel publish failed; the lease renewal will stop the task"));
     return true;
   }
 

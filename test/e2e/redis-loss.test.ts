@@ -6,22 +6,12 @@
  */
 import { beforeAll, expect, test } from "bun:test";
 import type { TestContext } from "../helpers/app.ts";
-import { eventually, startTestEngine } from "../helpers/engine.ts";
+import { startTestEngine } from "../helpers/engine.ts";
 import { FIXTURE_WORKERS } from "../fixtures/workers/index.ts";
 import { taskInput } from "../helpers/fixtures.ts";
 import { insertTask } from "../../src/db/tasks/enqueue.ts";
-import {
-  createCorpus,
-  e2eSuite,
-  enqueue,
-  expectExactlyOnceEffects,
-  loseRedisData,
-  mapLimit,
-  queuedIds,
-  statusCounts,
-  waitAllTerminal,
-  type Corpus,
-} from "./support.ts";
+import { createCorpus, e2eSuite, enqueue, expectExactlyOnceEffects, loseRedisData, queuedIds, waitAllTerminal, type Corpus } from "./support.ts";
+import { redisLossScenario } from "./scenarios.ts";
 
 let ctx: TestContext;
 let corpus: Corpus;
@@ -31,31 +21,7 @@ beforeAll(async () => {
 });
 
 test("all keys of the prefix deleted mid-run (simulated FLUSHALL): queued, running and newly enqueued tasks all complete exactly once", async () => {
-  const engine = await startTestEngine(ctx, { workers: 3, concurrency: 4, workerUrl: FIXTURE_WORKERS.scripted });
-  try {
-    const agents = await mapLimit(Array.from({ length: 40 }), 8, () => corpus.agent({ mode: "slow", ms: 300 }));
-    const first = await mapLimit(agents.slice(0, 30), 8, (a) => enqueue(ctx, a));
-    // Mid-run: some done, some running, most still queued in Redis.
-    await eventually(async () => ((await statusCounts(ctx)).completed! >= 3 ? true : undefined), 15_000, "3 completions");
-    const queuedBefore = await queuedIds(ctx);
-    expect(queuedBefore.size).toBeGreaterThan(5);
-
-    expect(await loseRedisData(ctx)).toBeGreaterThan(0);
-    expect((await queuedIds(ctx)).size).toBe(0);
-    // Tasks enqueued while the queue was lost; then the data is lost a second time,
-    // taking these tasks' dispatch with it as well.
-    const second = await mapLimit(agents.slice(30), 8, (a) => enqueue(ctx, a));
-    await loseRedisData(ctx);
-
-    const ids = [...first, ...second];
-    const final = await waitAllTerminal(ctx, ids, 40_000);
-    for (const id of ids) expect({ id, status: final.get(id)!.status }).toEqual({ id, status: "completed" });
-    await expectExactlyOnceEffects(ctx, final);
-    // Nothing left behind in the rebuilt queues.
-    expect((await queuedIds(ctx)).size).toBe(0);
-  } finally {
-    await engine.stop();
-  }
+  await redisLossScenario(ctx, corpus, () => loseRedisData(ctx));
 }, 60_000);
 
 test("a pending task Redis never heard of (INSERT committed, ZADD lost) and one removed from the queue are re-dispatched by the reconciler and complete", async () => {

@@ -12,6 +12,9 @@ import { postAgent, postDocument, postTaxonomy, uuid } from "../helpers/fixtures
 import { TEST_SERVER_URL } from "../helpers/db.ts";
 import { PRIORITIES, type Priority } from "../../src/core/tasks.ts";
 import { openDatabase } from "../../src/db/client.ts";
+import type { Config } from "../../src/config.ts";
+import { queueKeys } from "../../src/queue/keys.ts";
+import { deletePrefixKeys } from "../../src/queue/prefixKeys.ts";
 
 export const TERMINAL = ["completed", "failed", "cancelled", "timeout"];
 
@@ -129,12 +132,11 @@ export async function queuedIds(ctx: TestContext): Promise<Set<string>> {
 
 /**
  * Simulates FLUSHALL / a failover to an empty replica FOR THIS TEST ONLY: the
- * Redis server is shared, so only the keys of this context's prefix are deleted.
+ * Redis server is shared, so only the keys of this context's prefix are deleted
+ * (on every primary when the context's Redis is a cluster). Returns how many.
  */
 export async function loseRedisData(ctx: TestContext): Promise<number> {
-  const keys = await ctx.redis.keys(`${ctx.config.redisPrefix}:*`);
-  if (keys.length > 0) await ctx.redis.del(...keys);
-  return keys.length;
+  return deletePrefixKeys(ctx.redis, queueKeys(ctx.config.redisPrefix));
 }
 
 /**
@@ -215,20 +217,32 @@ export class Children {
   }
 }
 
+/** Servers a suite starts for itself (a private Redis Cluster): their config goes into the test context. */
+export interface SuiteService {
+  start(): Promise<Partial<Config>>;
+  stop(): Promise<void>;
+}
+
 /**
  * The hooks every end-to-end file needs: a test context with the fast engine settings
  * (handed to `use` once created), and the supervisor processes it starts, killed at the end.
+ * A `service` is started before the context (its config is merged in) and stopped after it.
  */
-export function e2eSuite(use: (ctx: TestContext) => void): Children {
+export function e2eSuite(use: (ctx: TestContext) => void, options: { service?: SuiteService } = {}): Children {
   const children = new Children();
   let ctx: TestContext | undefined;
   beforeAll(async () => {
-    ctx = await createTestContext(FAST_ENGINE);
+    const serviceConfig = (await options.service?.start()) ?? {};
+    ctx = await createTestContext({ ...FAST_ENGINE, ...serviceConfig });
     use(ctx);
-  });
+  }, 30_000);
   afterAll(async () => {
-    await children.killAll();
-    await ctx?.close();
+    try {
+      await children.killAll();
+      await ctx?.close();
+    } finally {
+      await options.service?.stop();
+    }
   }, 15_000);
   return children;
 }

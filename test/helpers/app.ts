@@ -2,7 +2,7 @@
  * A real app against a real PostgreSQL (own cloned database) and Redis (own key
  * prefix), driven through `app.handle(new Request(...))`.
  */
-import type Redis from "ioredis";
+import type { RedisClient } from "../../src/queue/redisClient.ts";
 import { randomBytes } from "node:crypto";
 import { loadConfig, type Config } from "../../src/config.ts";
 import { openDatabase, type Database } from "../../src/db/client.ts";
@@ -14,6 +14,7 @@ import { storeSources } from "../../src/metrics/sources.ts";
 import { queueKeys } from "../../src/queue/keys.ts";
 import { KeyRevocations } from "../../src/queue/keyRevocations.ts";
 import { openRedis, redisTargetOf } from "../../src/queue/connection.ts";
+import { deletePrefixKeys } from "../../src/queue/prefixKeys.ts";
 import type { Logger } from "pino";
 import { createTestDatabase, type TestDatabase } from "./db.ts";
 import { leakReport } from "./leaks.ts";
@@ -30,7 +31,7 @@ export interface TestContext {
   logger: Logger;
   config: Config;
   database: Database;
-  redis: Redis;
+  redis: RedisClient;
   /** The app's API-key revocation bus (as in serveApi): pass it to revokeApiKey. */
   keyRevocations: KeyRevocations;
   testDb: TestDatabase;
@@ -129,8 +130,8 @@ export async function createTestContext(overrides: Partial<Config> = {}, options
       const leaks = leakReport();
       keyVerifier.close();
       keyRevocations.close();
-      const keys = await redis.keys(`${config.redisPrefix}:*`);
-      if (keys.length > 0) await redis.del(...keys);
+      // On every primary when the context's Redis is a cluster.
+      await deletePrefixKeys(redis, queueKeys(config.redisPrefix));
       redis.disconnect();
       await database.close();
       await testDb.drop();

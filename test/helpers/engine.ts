@@ -145,6 +145,7 @@ export async function spawnSupervisor(
     DATABASE_URL: c.databaseUrl,
     REDIS_URL: c.redisUrl,
     AGENTQ_REDIS_PREFIX: c.redisPrefix,
+    ...(c.redisClusterNodes.length > 0 ? { AGENTQ_REDIS_CLUSTER_NODES: c.redisClusterNodes.map(({ host, port }) => `${host}:${port}`).join(",") } : {}),
     WORKERS: String(options.workers),
     // One task per thread unless a test says otherwise: tests pick victims by thread.
     AGENTQ_WORKER_CONCURRENCY: "1",

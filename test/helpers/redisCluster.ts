@@ -4,10 +4,10 @@
  * `redis-cli --cluster create`. It is private to the test file that starts it, so tests may
  * FLUSHALL it (the shared Redis on 6379 is never touched).
  *
- * `redisClusterSuite()` registers the hooks: started in beforeAll, every process SIGKILLed and
- * the dir removed in afterAll, whatever the tests did.
+ * `redisClusterService()` is what a suite starts in beforeAll and stops in afterAll (every
+ * process SIGKILLed and the dir removed, whatever the tests did).
  */
-import { afterAll, beforeAll } from "bun:test";
+import type { Config } from "../../src/config.ts";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -26,8 +26,8 @@ export interface RedisCluster {
   nodeList: string;
   /** Runs redis-cli against one node; returns its stdout (throws on a non-zero exit). */
   cli(node: ClusterNode, ...args: string[]): Promise<string>;
-  /** FLUSHALL on every primary: what losing the whole cluster's data does. */
-  flushAll(): Promise<void>;
+  /** FLUSHALL on every primary: what losing the whole cluster's data does. Returns how many keys there were. */
+  flushAll(): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -103,23 +103,35 @@ export async function startRedisCluster(options: { primaries?: number } = {}): P
     nodeList: nodes.map((n) => `${n.host}:${n.port}`).join(","),
     cli,
     async flushAll() {
-      for (const node of nodes) await cli(node, "flushall");
+      let keys = 0;
+      for (const node of nodes) {
+        keys += Number((await cli(node, "dbsize")).trim());
+        await cli(node, "flushall");
+      }
+      return keys;
     },
     stop,
   };
 }
 
-/** Starts a cluster in beforeAll and always stops it in afterAll; the getter returns it inside tests. */
-export function redisClusterSuite(options: { primaries?: number } = {}): () => RedisCluster {
+/**
+ * A cluster as a service of a test context: `start` in the suite's beforeAll (before the context
+ * is created: it returns the config that points the context at the cluster), `stop` in its
+ * afterAll (after the context is closed: its cleanup still needs the cluster). See e2eSuite.
+ */
+export function redisClusterService(options: { primaries?: number } = {}) {
   let cluster: RedisCluster | undefined;
-  beforeAll(async () => {
-    cluster = await startRedisCluster(options);
-  }, 30_000);
-  afterAll(async () => {
-    await cluster?.stop();
-  });
-  return () => {
-    if (!cluster) throw new Error("the Redis cluster is not started (redisClusterSuite's beforeAll did not run or failed)");
-    return cluster;
+  return {
+    get cluster(): RedisCluster {
+      if (!cluster) throw new Error("the Redis cluster is not started (the suite's beforeAll did not run or failed)");
+      return cluster;
+    },
+    async start(): Promise<Partial<Config>> {
+      cluster = await startRedisCluster(options);
+      return { redisClusterNodes: cluster.nodes };
+    },
+    async stop() {
+      await cluster?.stop();
+    },
   };
 }

@@ -392,3 +392,14 @@ test("an actor whose park or release fails logs it and goes on; the reconciler t
     await h.stop();
   }
 });
+
+test("DELETE of a parked task takes it out of its agent's park too (a stale parked id would waste the next release)", async () => {
+  const agentId = await newAgent(1);
+  const [running, parked] = await pendingTasks(agentId, 2);
+  const claim = await claimBatch(db(), [running!, parked!], "w1", 60_000);
+  await parking.park(claim.deferred);
+  expect(await parking.count(agentId)).toBe(1);
+  expect((await ctx.request("DELETE", `tasks/${parked!}`)).status).toBe(204);
+  expect(await parking.count(agentId)).toBe(0);
+  await db().execute(sql`delete from background_tasks where agent_id = ${agentId}`);
+});

@@ -10,6 +10,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { sql } from "drizzle-orm";
 import type Redis from "ioredis";
+import type { RedisClient } from "../../src/queue/redisClient.ts";
 import { createTestContext, type TestContext } from "../helpers/app.ts";
 import { postAgent, postTaxonomy, uuid } from "../helpers/fixtures.ts";
 import { queueKeys } from "../../src/queue/keys.ts";
@@ -39,7 +40,9 @@ interface Traffic {
 }
 
 /** Records what `redis` sends while `run` runs. */
-async function traffic<T>(redis: Redis, run: () => Promise<T>): Promise<{ result: T } & Traffic> {
+async function traffic<T>(client: RedisClient, run: () => Promise<T>): Promise<{ result: T } & Traffic> {
+  // The test context's Redis is one server here: its sendCommand is the one to wrap.
+  const redis = client as Redis;
   const recorded: Traffic = { commands: [], args: [], roundTrips: 0 };
   let replied = 0;
   let repliesAtLastWave = -1;

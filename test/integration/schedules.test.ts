@@ -7,6 +7,7 @@
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from "bun:test";
 import Redis from "ioredis";
+import type { RedisClient } from "../../src/queue/redisClient.ts";
 import { sql } from "drizzle-orm";
 import { createTestContext, type TestContext } from "../helpers/app.ts";
 import { postAgent, postTaxonomy, uuid } from "../helpers/fixtures.ts";
@@ -43,8 +44,8 @@ const newAgent = async () => (await postAgent(ctx, { taxonomy_node_ids: [root], 
 const put = (agentId: string, body: unknown) => ctx.request("PUT", `agents/${agentId}/schedule`, { body });
 
 const schedulerConfig = { scheduleEveryMs: 20, taskTimeoutMs: 60_000, maxAttempts: 3 };
-const dispatcher = (redis: Redis = ctx.redis) => new Dispatcher(redis, queueKeys(ctx.config.redisPrefix));
-const newScheduler = (database: Database = ctx.database, onFired?: (f: FiredSlot[]) => void, redis?: Redis) =>
+const dispatcher = (redis: RedisClient = ctx.redis) => new Dispatcher(redis, queueKeys(ctx.config.redisPrefix));
+const newScheduler = (database: Database = ctx.database, onFired?: (f: FiredSlot[]) => void, redis?: RedisClient) =>
   new Scheduler({ config: schedulerConfig, database, dispatcher: dispatcher(redis), logger: ctx.logger }, onFired);
 
 async function scheduledTasks(scheduleId: string) {
