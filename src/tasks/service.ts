@@ -2,7 +2,7 @@
  * Task operations for the API: enqueue (PostgreSQL first, then Redis), view
  * with live queue position and completion estimate, and cancel.
  */
-import type Redis from "ioredis";
+import type { RedisClient } from "../queue/redisClient.ts";
 import type { Logger } from "pino";
 import type { Config } from "../config.ts";
 import type { Database } from "../db/client.ts";
@@ -68,7 +68,7 @@ export class TaskService {
     private readonly deps: {
       config: Config;
       database: Database;
-      redis: Redis;
+      redis: RedisClient;
       logger: Logger;
       metrics?: Metrics;
       /** Live task events (src/queue/taskEvents.ts): a new task is pending, a cancel wrote cancelled. */
