@@ -120,7 +120,7 @@ async function soak(opts: SoakOptions, world: World, api: Service, services: Ser
       receiver: { requests: receiver.requests, failed: receiver.failed, accepted: receiver.accepted.size },
       drainMs,
       accounting,
-      warnings: services.map((s) => ({ name: s.name, count: s.warningCount, first: s.warnings.slice(0, 3) })),
+      warnings: services.map((s) => ({ name: s.name, count: s.warningCount, first: s.warnings.slice(0, 3), byMessage: Object.fromEntries(s.warningsByMessage) })),
     };
   } finally {
     receiver.stop();

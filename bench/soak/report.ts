@@ -19,7 +19,7 @@ export interface SoakResult {
   receiver: { requests: number; failed: number; accepted: number };
   drainMs: number;
   accounting: Accounting;
-  warnings: { name: string; count: number; first: string[] }[];
+  warnings: { name: string; count: number; first: string[]; byMessage: Record<string, number> }[];
 }
 
 const num = (x: number) => (!Number.isFinite(x) ? "-" : Math.abs(x) >= 100 ? x.toFixed(0) : Math.abs(x) >= 10 ? x.toFixed(1) : x.toFixed(2));
@@ -63,6 +63,9 @@ function leakNote(r: SoakResult): string {
   const bytes = (rss.verdict.allowed * 1048576) / tasksPerWindow;
   return `At ${r.rate.toFixed(0)} tasks/s, 10 minutes are ${Math.round(tasksPerWindow).toLocaleString("en")} tasks: the RSS bound catches a leak of ${bytes.toFixed(0)} bytes or more per task (or per request).`;
 }
+
+const warningText = (w: SoakResult["warnings"][number]) =>
+  `${w.name} ${w.count}${w.count ? ` (${Object.entries(w.byMessage).map(([m, n]) => `${n}x "${m}"`).join(", ")})` : ""}`;
 
 export function consoleReport(r: SoakResult): string[] {
   return [
@@ -120,16 +123,22 @@ export function docsSection(r: SoakResult): string {
     `Load delivered: ${r.load.accepted.toLocaleString("en")} refreshes accepted of ${r.load.sent.toLocaleString("en")} sent (${r.load.due.toLocaleString("en")} due)${Object.keys(r.load.errors).length ? `, errors ${JSON.stringify(r.load.errors)}` : ", no error"};`,
     `${r.cancels.cancelledRunning} running tasks cancelled (DELETE to \`cancelled\` visible: p50 ${p(r.cancels.latenciesMs, 0.5).toFixed(0)} ms, max ${Math.max(0, ...r.cancels.latenciesMs).toFixed(0)} ms), ${r.cancels.finishedFirst} finished before the`,
     `cancel reached them, ${r.cancels.notSeenRunning} never seen running; ${r.sse.events.toLocaleString("en")} events over the SSE streams, ${r.sse.reopened} streams reopened;`,
-    `everything drained ${(r.drainMs / 1000).toFixed(1)} s after the load stopped. Log lines at warn or above: ${r.warnings.map((w) => `${w.name} ${w.count}`).join(", ")}.`,
+    `everything drained ${(r.drainMs / 1000).toFixed(1)} s after the load stopped. Log lines at warn or above: ${r.warnings.map(warningText).join("; ")}.`,
     "",
     "![Soak test series](images/soak.png)",
+    "",
+    "The chart is drawn by uPlot (already the dashboard's chart library) from a page bundled by `Bun.build` from",
+    "node_modules, in Debian's Chromium driven by playwright-core (already used by the browser tests), and",
+    "screenshotted to `docs/images/soak.png`: no new dependency, nothing fetched. Shaded: the warm-up; dashed: each",
+    "judged series' least-squares trend.",
     "",
     `Flatness: a least-squares line through the samples after the warm-up (the first ${r.warmupS >= 120 ? "2 minutes" : `${r.warmupS.toFixed(0)} s (a fifth of this short run)`}: the JIT, the pools`,
     "and the garbage collector's heap sizes settle there), its slope projected over 10 minutes; a series passes when that",
     "growth is at most the bound. A series that falls passes. Bounds per 10 minutes:",
     "",
     "- RSS: 16 MB, or 5% of the level if larger. Bun's heap grows in steps of a few MB as the garbage collector",
-    `  sizes itself; 16 MB is two or three such steps. ${leakNote(r)}`,
+    `  sizes itself; 16 MB is two or three such steps. ${leakNote(r)} That is less than a task row, a request or a`,
+    "  listener kept per task would cost.",
     "- PostgreSQL connections, per process: 2. The pools are bounded, so any trend is a leak of connections; two",
     "  allows an idle connection reaped and reopened near an end of the window.",
     "- The soak prefix in Redis: 8 keys, and 256 KiB or 10%. agentq keeps a fixed set of keys (queues, the capacity",

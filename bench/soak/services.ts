@@ -17,6 +17,8 @@ export interface Service {
   /** Log lines at warn or above, the first MAX_KEPT of them, and how many there were. */
   warnings: string[];
   warningCount: number;
+  /** Log message -> how many lines at warn or above carried it. */
+  warningsByMessage: Map<string, number>;
   stop(): Promise<number>;
 }
 
@@ -53,6 +55,7 @@ async function spawnService(name: string, argv: string[], env: Record<string, st
     origin: `http://127.0.0.1:${port}`,
     warnings: [],
     warningCount: 0,
+    warningsByMessage: new Map(),
     async stop() {
       proc.kill("SIGTERM");
       return proc.exited;
@@ -61,6 +64,13 @@ async function spawnService(name: string, argv: string[], env: Record<string, st
   lines(proc, (line) => {
     if (!/"level":(40|50|60)/.test(line)) return;
     service.warningCount++;
+    let msg = "(not JSON)";
+    try {
+      msg = String((JSON.parse(line) as { msg?: unknown }).msg);
+    } catch {
+      // a line that is not pino's: counted under its own heading
+    }
+    service.warningsByMessage.set(msg, (service.warningsByMessage.get(msg) ?? 0) + 1);
     if (service.warnings.length < MAX_KEPT) service.warnings.push(line);
   });
   await waitHealthy(service, healthPath, 60_000);
