@@ -7,7 +7,8 @@
  * With a `signal`, aborting it cancels the statement inside PostgreSQL
  * (postgres.js sends a CancelRequest for the backend running it), so a task's
  * cancel, timeout or lost lease stops its SQL at once instead of leaving the
- * backend running an abandoned query.
+ * backend running an abandoned query; such a statement has its connection to
+ * itself (see `cancellable`).
  */
 import type { SQL } from "drizzle-orm";
 import { PgDialect } from "drizzle-orm/pg-core";
@@ -30,9 +31,25 @@ export async function queryPrepared<T extends Record<string, unknown>>(db: DbOrT
   // Inside a Drizzle transaction there is no top-level client: run it unprepared there.
   if (!client) return [...(await db.execute(query))] as T[];
   const { sql: text, params } = dialect.sqlToQuery(query);
-  const pending = client.unsafe(text, params as postgres.ParameterOrJSON<never>[], { prepare: true });
-  if (!signal) return (await pending) as unknown as T[];
-  const cancel = () => void pending.cancel();
+  const run = (on: postgres.Sql) => on.unsafe(text, params as postgres.ParameterOrJSON<never>[], { prepare: true });
+  if (!signal) return (await run(client)) as unknown as T[];
+  return cancellable<T>(client, run, signal);
+}
+
+/**
+ * A cancel request names a backend, not a statement: PostgreSQL cancels whatever that backend
+ * runs when the request arrives. On a pooled connection the driver pipelines other statements
+ * behind ours, and a cancel sent as ours finishes kills the next one (another task's progress,
+ * measurement or settle: measured: about half the statements queued behind a cancelled one).
+ * So a cancellable statement runs on a connection reserved for it, and after a cancel the
+ * connection goes back to the pool only once that cancel has been used up (absorbCancel).
+ */
+async function cancellable<T>(client: postgres.Sql, run: (on: postgres.Sql) => ReturnType<postgres.Sql["unsafe"]>, signal: AbortSignal): Promise<T[]> {
+  const reserved = await reserveUnlessAborted(client, signal);
+  const sent: { cancel: Promise<unknown> | null } = { cancel: null };
+  const pending = run(reserved);
+  // postgres.js types cancel() as void; patched, it returns the cancel request's promise.
+  const cancel = () => void (sent.cancel = Promise.resolve(pending.cancel() as unknown).catch(() => {}));
   signal.addEventListener("abort", cancel, { once: true });
   try {
     return (await pending) as unknown as T[];
@@ -42,5 +59,43 @@ export async function queryPrepared<T extends Record<string, unknown>>(db: DbOrT
     throw error;
   } finally {
     signal.removeEventListener("abort", cancel);
+    // The caller goes on at once; the connection waits for its cancel request to be handled.
+    if (sent.cancel) void sent.cancel.then(() => absorbCancel(reserved)).finally(() => reserved.release());
+    else reserved.release();
   }
+}
+
+/** A connection of its own, or the abort's reason at once if the abort comes while every connection is busy. */
+function reserveUnlessAborted(client: postgres.Sql, signal: AbortSignal): Promise<postgres.ReservedSql> {
+  const reserving = client.reserve();
+  return new Promise((resolve, reject) => {
+    const abort = () => {
+      reject(signal.reason);
+      reserving.then((reserved) => reserved.release(), () => {});
+    };
+    if (signal.aborted) return abort();
+    signal.addEventListener("abort", abort, { once: true });
+    reserving.then(
+      (reserved) => {
+        signal.removeEventListener("abort", abort);
+        if (signal.aborted) return; // abort() released it
+        resolve(reserved);
+      },
+      (error) => {
+        signal.removeEventListener("abort", abort);
+        reject(error);
+      },
+    );
+  });
+}
+
+/**
+ * Once the cancel request's connection has closed, the backend has been signalled, but a
+ * backend that had just finished our statement may still hold the cancel pending and throw
+ * it at the next statement it reads. A trivial statement takes it (failing with 57014) or runs
+ * clean; one is enough, as one cancel was sent. Any other failure is a broken connection,
+ * which the pool replaces.
+ */
+async function absorbCancel(reserved: postgres.ReservedSql): Promise<void> {
+  await reserved`select 1`.catch(() => {});
 }
