@@ -8,7 +8,7 @@
  * strict priority order, cancel of a running task, kill -9 of a supervisor, and Redis loss.
  * Before them: every name is in one slot as the cluster itself computes it, and pub/sub (the
  * cancel bus, live task events published from a Lua script, API key revocations) crosses the
- * cluster's nodes.
+ * cluster's nodes, and the rate limiter's counter script runs on it.
  */
 import { beforeAll, describe, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
@@ -25,6 +25,7 @@ import { isCluster, type RedisClient } from "../../src/queue/redisClient.ts";
 import { publishCancel, subscribeCancels } from "../../src/queue/cancelBus.ts";
 import { TaskEventPublisher, TaskEventSubscriber, type TaskEvent } from "../../src/queue/taskEvents.ts";
 import { KeyRevocations } from "../../src/queue/keyRevocations.ts";
+import { RateLimits } from "../../src/queue/rateLimits.ts";
 import { newTaskId } from "../../src/core/tasks.ts";
 import { eventually } from "../helpers/engine.ts";
 import { createCorpus, e2eSuite, enqueue, historyByTask, type Corpus } from "./support.ts";
@@ -104,6 +105,23 @@ describe("on a 3-primary Redis Cluster", () => {
       for (const r of opened) r.disconnect();
     }
   }, 20_000);
+
+  test("rate limits count on the cluster: rate-limiter-flexible's script runs on the slot's primary and refuses past the budget", async () => {
+    const warnings: unknown[] = [];
+    const limits = new RateLimits(ctx.redis, queueKeys(ctx.config.redisPrefix), {
+      limits: { enqueue: 2, read: 0 },
+      windowS: 60,
+      logger: { warn: (...args: unknown[]) => void warnings.push(args) } as never,
+      metrics: ctx.metrics,
+    });
+    const caller = `stored:${randomUUID()}`;
+    const decisions = [];
+    for (let i = 0; i < 3; i++) decisions.push((await limits.consume("enqueue", caller)).outcome);
+    expect(decisions).toEqual(["allowed", "allowed", "limited"]);
+    expect(warnings).toEqual([]);
+    // The counter is in the cluster (the refused request counted too), under the deployment's slot.
+    expect(Number(await ctx.redis.get(`${queueKeys(ctx.config.redisPrefix).rateLimit("enqueue")}:${caller}`))).toBe(3);
+  });
 
   test.each([1, 8])("strict priority order: positions, estimates and the start order of a one-worker engine of concurrency %d", async (concurrency) => {
     const root = uuid();
