@@ -28,6 +28,7 @@ import { KeyRevocations } from "../../src/queue/keyRevocations.ts";
 import { RateLimits } from "../../src/queue/rateLimits.ts";
 import { newTaskId } from "../../src/core/tasks.ts";
 import { eventually } from "../helpers/engine.ts";
+import { samples } from "../helpers/metrics.ts";
 import { createCorpus, e2eSuite, enqueue, historyByTask, type Corpus } from "./support.ts";
 import { redisLossScenario, supervisorKillScenario } from "./scenarios.ts";
 
@@ -121,6 +122,21 @@ describe("on a 3-primary Redis Cluster", () => {
     expect(warnings).toEqual([]);
     // The counter is in the cluster (the refused request counted too), under the deployment's slot.
     expect(Number(await ctx.redis.get(`${queueKeys(ctx.config.redisPrefix).rateLimit("enqueue")}:${caller}`))).toBe(3);
+  });
+
+  test("readiness and the scrape-time gauges read the cluster: queue depth per priority and the oldest queued task's age", async () => {
+    expect((await ctx.request("GET", "/readyz")).status).toBe(200);
+    const id = await enqueue(ctx, await corpus.agent(), { priority: "high" });
+    try {
+      const scraped = samples((await ctx.request("GET", "/metrics")).text);
+      expect(scraped.get(`agentq_queue_depth{priority="high"}`)).toBe(1);
+      expect(scraped.get(`agentq_queue_depth{priority="low"}`)).toBe(0);
+      expect(scraped.get("agentq_oldest_pending_task_age_seconds")).toBeGreaterThanOrEqual(0);
+      // And the API's view of the pending task: its queue position from the estimate script.
+      expect((await ctx.request("GET", `tasks/${id}`)).body.queue_position).toBe(1);
+    } finally {
+      expect((await ctx.request("DELETE", `tasks/${id}`)).status).toBe(204);
+    }
   });
 
   test.each([1, 8])("strict priority order: positions, estimates and the start order of a one-worker engine of concurrency %d", async (concurrency) => {

@@ -12,6 +12,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
+import Redis from "ioredis";
 import { eventually } from "./engine.ts";
 import { freePort } from "./metrics.ts";
 
@@ -103,12 +104,19 @@ export async function startRedisCluster(options: { primaries?: number } = {}): P
     nodeList: nodes.map((n) => `${n.host}:${n.port}`).join(","),
     cli,
     async flushAll() {
-      let keys = 0;
-      for (const node of nodes) {
-        keys += Number((await cli(node, "dbsize")).trim());
-        await cli(node, "flushall");
+      // All nodes at once, each in one MULTI (count, then flush), over connections of their own:
+      // as close to one instant as a cluster allows, so a reconciler pass cannot run in between.
+      const conns = nodes.map((n) => new Redis({ host: n.host, port: n.port, lazyConnect: true, maxRetriesPerRequest: 1 }));
+      try {
+        const replies = await Promise.all(conns.map((c) => c.multi().dbsize().flushall().exec()));
+        return replies.reduce((sum, reply) => {
+          const [error, size] = reply?.[0] ?? [new Error("FLUSHALL transaction discarded"), 0];
+          if (error) throw error;
+          return sum + Number(size);
+        }, 0);
+      } finally {
+        for (const c of conns) c.disconnect();
       }
-      return keys;
     },
     stop,
   };
