@@ -63,8 +63,9 @@ export function openActorDeps(workerId: string, settings: WorkerSettings): OpenA
     waitForOne: (timeoutSeconds) => popper.waitForOne(timeoutSeconds),
     interruptWait: () => popper.interrupt(),
     claim: (ids) => claimBatch(claimDatabase.db, ids, workerId, settings.leaseMs),
-    park: (tasks) => parking.park(tasks),
-    releaseParked: async (agentId) => void (await parking.release(agentId, 1)),
+    park: async (tasks) => void (await parking.park(tasks)),
+    // An ending: one place freed. If the park is empty a deferral may be on its way: leave a credit.
+    releaseParked: async (agentId) => void (await parking.release(agentId, 1, { credit: true })),
     settle: (taskId, leaseToken, ending) => settler.settle({ taskId, leaseToken, ending }),
     progress: async (taskId, leaseToken, percent) => void (await recordProgress(database.db, taskId, leaseToken, percent)),
     measureSmallScope: (scope, signal) => meter.measure(scope, signal),

@@ -12,6 +12,8 @@
  *   <prefix>:{coverage}:parked:<agent id>        sorted set: pending ids of an agent at its max_concurrent_refreshes, popped
  *                                                and deferred by the claim (src/queue/parking.ts); score = priority rank x 1e13
  *                                                + enqueue time (ms); back into the queues as the agent's tasks end
+ *   <prefix>:{coverage}:parked:<agent id>:credit counter: places freed while the park was empty (a deferral may be in flight),
+ *                                                expiring after a second; the next park of the agent releases that many
  *   <prefix>:{coverage}:cancel                   pub/sub channel: ids of tasks to cancel
  *   <prefix>:{coverage}:api-key-revoked          pub/sub channel: JSON arrays of revoked API key ids (src/queue/keyRevocations.ts)
  *   <prefix>:{coverage}:task-events              pub/sub channel: live task events, "<first id> <JSON array>" (src/queue/taskEvents.ts)
@@ -38,6 +40,8 @@ export interface QueueKeys {
   queues: readonly string[];
   /** An agent's parked tasks: popped, deferred by its max_concurrent_refreshes, waiting for a slot of its own. */
   parked(agentId: string): string;
+  /** Places of an agent freed while its park was empty: the next park releases that many at once. */
+  parkCredit(agentId: string): string;
   cancelChannel: string;
   /** Pub/sub channel on which a revoke tells every API process to drop the key from its cache. */
   apiKeyRevokedChannel: string;
@@ -66,6 +70,7 @@ export function queueKeys(prefix: string): QueueKeys {
     queue,
     queues: [queue("high"), queue("medium"), queue("low")],
     parked: (agentId) => `${base}:parked:${agentId}`,
+    parkCredit: (agentId) => `${base}:parked:${agentId}:credit`,
     cancelChannel: `${base}:cancel`,
     apiKeyRevokedChannel: `${base}:api-key-revoked`,
     taskEventsChannel: `${base}:task-events`,

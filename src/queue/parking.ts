@@ -6,6 +6,12 @@
  * limiter reschedules such a job; BullMQ Pro's group concurrency keeps the group's jobs aside
  * until a slot of the group frees: this is the latter.
  *
+ * A place can free while the park is empty although a deferral is on its way to it (the claim
+ * that deferred it ran before the ending committed; its park comes after the ending's release).
+ * The release then leaves a credit, and a park that comes within CREDIT_TTL_MS sends that many
+ * ids straight back, so such a task does not wait for the reconciler. A credit nobody needed
+ * costs one task one extra pop and deferral.
+ *
  * Like the queues, a park holds only ids and can be lost (a flush, a failover): the reconciler
  * counts a parked id of a limited agent as queued, moves parked ids back when their agent has
  * room, and re-dispatches pending tasks that are in no queue and no park.
@@ -23,48 +29,83 @@ import type { Deferred } from "../db/tasks/claims.ts";
 const RANK = 1e13;
 /** A park no task was added to for this long expires: the reconciler re-dispatches what it held. */
 export const PARK_TTL_MS = 3_600_000;
+/** How long a credit (a place freed while the park was empty) waits for a deferral in flight. */
+export const CREDIT_TTL_MS = 1_000;
 
-/** KEYS[1]: the park; KEYS[2..4]: the queues, highest first. ARGV[1]: how many. Returns the ids moved. */
-const RELEASE_SCRIPT = `
-local got = redis.call('ZPOPMIN', KEYS[1], tonumber(ARGV[1]))
-local moved = {}
-for i = 1, #got, 2 do
-  local score = tonumber(got[i + 1])
-  local rank = math.floor(score / ${RANK})
-  redis.call('ZADD', KEYS[rank + 2], 'NX', score - rank * ${RANK}, got[i])
-  moved[#moved + 1] = got[i]
+/** Every script's KEYS: the park, its credit, the queues (highest first). Moves up to n parked ids back at their old scores. */
+const MOVE = `
+local function move(n)
+  local got = redis.call('ZPOPMIN', KEYS[1], n)
+  local moved = {}
+  for i = 1, #got, 2 do
+    local score = tonumber(got[i + 1])
+    local rank = math.floor(score / ${RANK})
+    redis.call('ZADD', KEYS[rank + 3], 'NX', score - rank * ${RANK}, got[i])
+    moved[#moved + 1] = got[i]
+  end
+  return moved
+end`;
+
+/** ARGV[1]: how many; ARGV[2]: '1' to leave a credit for what the park could not give. Returns the ids moved. */
+const RELEASE_SCRIPT = `${MOVE}
+local n = tonumber(ARGV[1])
+local moved = move(n)
+if ARGV[2] == '1' and #moved < n then
+  redis.call('INCRBY', KEYS[2], n - #moved)
+  redis.call('PEXPIRE', KEYS[2], ${CREDIT_TTL_MS})
 end
 return moved`;
 
+/** ARGV[1]: the park's time to live (ms); then score, id pairs. Parks them, then spends a credit on the oldest. Returns the ids moved. */
+const PARK_SCRIPT = `${MOVE}
+for i = 2, #ARGV, 2 do redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+local credit = tonumber(redis.call('GET', KEYS[2]) or '0')
+if credit <= 0 then return {} end
+redis.call('DEL', KEYS[2])
+return move(credit)`;
+
 /** What parking needs of a connection: a single Redis or a Cluster alike. */
 type ParkingRedis = Pick<Redis, "defineCommand" | "pipeline" | "zcard" | "zrem">;
-type WithRelease = ParkingRedis & { agentqRelease(park: string, high: string, medium: string, low: string, n: number): Promise<string[]> };
+type ScriptKeys = [park: string, credit: string, high: string, medium: string, low: string];
+type Script<R> = (...args: [...ScriptKeys, ...(string | number)[]]) => R;
+type WithScripts = ParkingRedis & { agentqRelease: Script<Promise<string[]>> };
+type Pipeline = ReturnType<ParkingRedis["pipeline"]>;
 
 export class Parking {
-  private readonly redis: WithRelease;
+  private readonly redis: WithScripts;
 
   constructor(
     redis: ParkingRedis,
     private readonly keys: QueueKeys,
   ) {
-    if (!("agentqRelease" in redis)) redis.defineCommand("agentqRelease", { numberOfKeys: 1 + PRIORITIES.length, lua: RELEASE_SCRIPT });
-    this.redis = redis as WithRelease;
+    const numberOfKeys = 2 + PRIORITIES.length;
+    // defineCommand sends EVALSHA and falls back to EVAL once after a script cache flush.
+    if (!("agentqRelease" in redis)) redis.defineCommand("agentqRelease", { numberOfKeys, lua: RELEASE_SCRIPT });
+    if (!("agentqPark" in redis)) redis.defineCommand("agentqPark", { numberOfKeys, lua: PARK_SCRIPT });
+    this.redis = redis as WithScripts;
   }
 
-  /** Parks deferred tasks, one round trip. */
-  async park(tasks: readonly Deferred[]): Promise<void> {
-    if (tasks.length === 0) return;
-    const pipeline = this.redis.pipeline();
-    for (const t of tasks) pipeline.zadd(this.keys.parked(t.agentId), parkScore(t.priority, t.score), t.taskId);
-    for (const agentId of new Set(tasks.map((t) => t.agentId))) pipeline.pexpire(this.keys.parked(agentId), PARK_TTL_MS);
-    await execOrThrow(pipeline);
+  /**
+   * Parks deferred tasks: one script per agent, all in one round trip. Returns the ids a credit
+   * sent straight back to their queues (places that freed while they were on their way here).
+   */
+  async park(tasks: readonly Deferred[]): Promise<string[]> {
+    if (tasks.length === 0) return [];
+    const pipeline = this.redis.pipeline() as Pipeline & { agentqPark: Script<unknown> };
+    for (const [agentId, mine] of Map.groupBy(tasks, (t) => t.agentId))
+      pipeline.agentqPark(...this.scriptKeys(agentId), PARK_TTL_MS, ...mine.flatMap((t) => [parkScore(t.priority, t.score), t.taskId]));
+    return ((await execOrThrow(pipeline)) as string[][]).flat();
   }
 
-  /** Moves up to `n` of the agent's parked ids (highest priority, oldest first) back into their queues, each at its old score. */
-  async release(agentId: string, n: number): Promise<string[]> {
+  /**
+   * Moves up to `n` of the agent's parked ids (highest priority, oldest first) back into their
+   * queues, each at its old score. `credit`: an ending's release, which leaves a credit for what
+   * the park could not give (a deferral may be on its way).
+   */
+  async release(agentId: string, n: number, options: { credit?: boolean } = {}): Promise<string[]> {
     if (n <= 0) return [];
-    const [high, medium, low] = this.keys.queues as [string, string, string];
-    return this.redis.agentqRelease(this.keys.parked(agentId), high, medium, low, n);
+    return this.redis.agentqRelease(...this.scriptKeys(agentId), n, options.credit ? "1" : "0");
   }
 
   /** Moves every parked id of the agent back (its limit was raised or lifted). */
@@ -90,11 +131,16 @@ export class Parking {
   count(agentId: string): Promise<number> {
     return this.redis.zcard(this.keys.parked(agentId));
   }
+
+  private scriptKeys(agentId: string): ScriptKeys {
+    const [high, medium, low] = this.keys.queues as [string, string, string];
+    return [this.keys.parked(agentId), this.keys.parkCredit(agentId), high, medium, low];
+  }
 }
 
 export const parkScore = (priority: Priority, score: number) => PRIORITIES.indexOf(priority) * RANK + score;
 
-async function execOrThrow(pipeline: ReturnType<ParkingRedis["pipeline"]>): Promise<unknown[]> {
+async function execOrThrow(pipeline: Pipeline): Promise<unknown[]> {
   const results = (await pipeline.exec()) ?? [];
   return results.map(([error, value]) => {
     if (error) throw error;

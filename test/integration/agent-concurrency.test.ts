@@ -16,7 +16,7 @@ import { limitedAgentsWithRoom } from "../../src/db/tasks/recovery.ts";
 import { openDatabase } from "../../src/db/client.ts";
 import { queueKeys } from "../../src/queue/keys.ts";
 import { Dispatcher } from "../../src/queue/dispatch.ts";
-import { PARK_TTL_MS, Parking } from "../../src/queue/parking.ts";
+import { CREDIT_TTL_MS, PARK_TTL_MS, Parking } from "../../src/queue/parking.ts";
 import { Reconciler } from "../../src/supervisor/reconciler.ts";
 import type { Priority } from "../../src/core/tasks.ts";
 import { maxOverlap } from "../helpers/intervals.ts";
@@ -196,6 +196,36 @@ test("the park: released highest priority then oldest first, back into its queue
   await parking.park([]);
   expect(await parking.parkedAmong([])).toEqual([]);
   for (const [id, p] of [["t-high-new", "high"], ["t-med-old", "medium"], ["t-low-old", "low"]] as const) await dispatcher.remove(id, p);
+});
+
+test("a place freed while the park is empty leaves a credit: the deferral on its way is sent straight back to its queue; a reconciler release leaves none", async () => {
+  const agentId = uuid();
+  const keys = queueKeys(ctx.config.redisPrefix);
+  // The reconciler's and the PATCH's releases leave no credit.
+  expect(await parking.release(agentId, 3)).toEqual([]);
+  expect(await ctx.redis.exists(keys.parkCredit(agentId))).toBe(0);
+  // An ending's release does, for a short while.
+  expect(await parking.release(agentId, 1, { credit: true })).toEqual([]);
+  expect(await ctx.redis.get(keys.parkCredit(agentId))).toBe("1");
+  const ttl = await ctx.redis.pttl(keys.parkCredit(agentId));
+  expect(ttl).toBeGreaterThan(0);
+  expect(ttl).toBeLessThanOrEqual(CREDIT_TTL_MS);
+  // The deferral that was on its way: one of its two ids goes straight back (the oldest), the credit is spent.
+  const other = uuid();
+  const moved = await parking.park([
+    { taskId: "late-new", agentId, priority: "medium", score: 9_000 },
+    { taskId: "late-old", agentId, priority: "medium", score: 8_000 },
+    { taskId: "someone-else", agentId: other, priority: "low", score: 1 },
+  ]);
+  expect(moved).toEqual(["late-old"]);
+  expect(await ctx.redis.zscore(keys.queue("medium"), "late-old")).toBe("8000");
+  expect(await parking.count(agentId)).toBe(1);
+  expect(await parking.count(other)).toBe(1);
+  expect(await ctx.redis.exists(keys.parkCredit(agentId))).toBe(0);
+  // No credit left: the next park parks.
+  expect(await parking.park([{ taskId: "later", agentId, priority: "medium", score: 9_500 }])).toEqual([]);
+  await dispatcher.remove("late-old", "medium");
+  await ctx.redis.del(keys.parked(agentId), keys.parked(other));
 });
 
 test("the reconciler: a parked task counts as queued; parked tasks of an agent with room are released; a task whose park Redis lost is re-dispatched", async () => {
