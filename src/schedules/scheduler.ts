@@ -28,6 +28,7 @@ import { createMetrics, type Metrics } from "../metrics/registry.ts";
 import { PeriodicPass } from "../supervisor/periodic.ts";
 import { TaskTelemetry } from "../metrics/taskEvents.ts";
 import { nextRunAfter } from "./timing.ts";
+import type { TaskEventPublisher } from "../queue/taskEvents.ts";
 
 /** Schedules fired per transaction; a pass goes on page by page while pages come back full. */
 export const SCHEDULE_PAGE = 100;
@@ -38,6 +39,8 @@ export interface SchedulerDeps {
   dispatcher: Dispatcher;
   logger: Logger;
   metrics?: Metrics;
+  /** Live task events: a scheduled task's `pending`, as for every other way of making a task. */
+  taskEvents?: TaskEventPublisher;
 }
 
 export class Scheduler {
@@ -96,6 +99,9 @@ export class Scheduler {
       );
       if (f.created) this.telemetry.enqueued({ task_id: f.task_id!, agent_id: f.agent_id, priority: f.priority });
     }
+    const at = new Date().toISOString();
+    for (const f of created)
+      this.deps.taskEvents?.publish({ type: "status", task_id: f.task_id!, agent_id: f.agent_id, status: "pending", percent: 0, attempt: 0, at });
     try {
       await this.deps.dispatcher.dispatch(created.map((f) => ({ taskId: f.task_id!, priority: f.priority, score: Date.parse(f.created_at!) })));
     } catch (error) {

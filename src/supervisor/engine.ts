@@ -80,7 +80,7 @@ export async function startEngine(runtime: Omit<Runtime, "close">, options: Engi
   // Every supervisor runs one; PostgreSQL's row locks and compare-and-set make each slot fire once.
   const scheduler =
     options.schedule !== false && config.backgroundRefreshEnabled
-      ? new Scheduler({ config, database, logger, dispatcher: new Dispatcher(redis, queueKeys(config.redisPrefix)), metrics: runtime.metrics })
+      ? new Scheduler({ config, database, logger, dispatcher: new Dispatcher(redis, queueKeys(config.redisPrefix)), metrics: runtime.metrics, taskEvents })
       : null;
   // The sender lives here, in the supervisor's main thread, never in a worker actor.
   const webhooks =

@@ -115,10 +115,7 @@ export class TaskService {
       throw error;
     }
     const { task, created } = inserted;
-    if (created) {
-      this.telemetry.enqueued({ task_id: task.task_id, agent_id: task.agent_id, priority: task.priority, request_id: options.requestId });
-      this.publishStatus(task.task_id, task.agent_id, "pending", 0, task.attempt);
-    }
+    if (created) this.announceNew([task], options.requestId);
     // Issued together so they share one Redis round trip: the dispatch's ZADD goes out first and the
     // estimate's one script right behind it on the same connection, so the script sees the ZADD.
     const dispatched = created
@@ -181,7 +178,7 @@ export class TaskService {
     if (outcome.kind === "already_retried")
       throw new AppError("conflict", `task ${taskId} was already retried${outcome.by ? ` by ${outcome.by}` : ""}`, { id: taskId, retried_by: outcome.by });
     const { task } = outcome;
-    this.telemetry.enqueued({ task_id: task.task_id, agent_id: task.agent_id, priority: task.priority, request_id: options.requestId });
+    this.announceNew([task], options.requestId);
     // As for a refresh: the ZADD goes out first, the estimate's script right behind it, one round trip.
     const dispatched = this.dispatchNew([{ taskId: task.task_id, priority: task.priority, score: Date.parse(task.created_at) }]);
     const [view] = await Promise.all([this.decorate(task), dispatched]);
@@ -201,7 +198,7 @@ export class TaskService {
     const { config, database } = this.deps;
     const ids = Array.from({ length: config.bulkMaxTasks }, newTaskId);
     const result = await retryMatching(database.db, filter, ids, { timeoutMs: config.taskTimeoutMs, maxAttempts: config.maxAttempts });
-    for (const t of result.tasks) this.telemetry.enqueued({ task_id: t.task_id, agent_id: t.agent_id, priority: t.priority, request_id: options.requestId });
+    this.announceNew(result.tasks, options.requestId);
     await this.dispatchNew(result.tasks.map((t) => ({ taskId: t.task_id, priority: t.priority, score: t.score })));
     return result;
   }
@@ -234,8 +231,7 @@ export class TaskService {
       maxAttempts: config.maxAttempts,
     });
     const created = outcome.tasks.filter((t) => t.created).map((t) => t.task);
-    for (const task of created)
-      this.telemetry.enqueued({ task_id: task.task_id, agent_id: task.agent_id, priority: task.priority, request_id: options.requestId });
+    this.announceNew(created, options.requestId);
     await this.dispatchNew(created.map((task) => ({ taskId: task.task_id, priority: task.priority, score: Date.parse(task.created_at) })));
     return outcome;
   }
@@ -251,6 +247,17 @@ export class TaskService {
     return this.dispatcher
       .dispatch(tasks)
       .catch((error) => this.deps.logger.warn({ tasks: tasks.length, err: error }, "dispatch failed; the reconciler will dispatch the tasks"));
+  }
+
+  /**
+   * Every way of making a task (refresh, retry, bulk refresh, bulk retry) counts it and sends its
+   * `pending` live event, so a dashboard's list sees it appear.
+   */
+  private announceNew(tasks: readonly { task_id: string; agent_id: string; priority: Priority }[], requestId?: string) {
+    for (const t of tasks) {
+      this.telemetry.enqueued({ task_id: t.task_id, agent_id: t.agent_id, priority: t.priority, request_id: requestId });
+      this.publishStatus(t.task_id, t.agent_id, "pending", 0, 0);
+    }
   }
 
   /** Queued for the next live-event message of this process (no round trip of its own). */

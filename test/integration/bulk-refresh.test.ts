@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, describe, expect, spyOn, test } from "bun:test";
 import { sql } from "drizzle-orm";
 import { createTestContext, type TestContext, type TestResponse } from "../helpers/app.ts";
+import { countDispatchPipelines } from "../helpers/pipelines.ts";
 import { postAgent, postTaxonomy, uuid } from "../helpers/fixtures.ts";
 import { samples } from "../helpers/metrics.ts";
 import { queueKeys } from "../../src/queue/keys.ts";
@@ -52,15 +53,9 @@ describe("POST /coverage/refresh with agent_ids", () => {
   test("one pending refresh per agent, in the order asked, with the priority and webhook_url given, queued, counted; one statement, one pipeline", async () => {
     const agents = [await newAgent(), await newAgent(), await newAgent()];
     const before = await enqueued();
-    const pipeline = spyOn(ctx.redis, "pipeline");
-    let res: TestResponse;
-    let pipelines: number;
-    try {
-      res = await bulk({ agent_ids: agents, priority: "high", webhook_url: "https://93.184.215.14/hook" });
-      pipelines = pipeline.mock.calls.length;
-    } finally {
-      pipeline.mockRestore();
-    }
+    const { result: res, pipelines } = await countDispatchPipelines(ctx.redis, () =>
+      bulk({ agent_ids: agents, priority: "high", webhook_url: "https://93.184.215.14/hook" }),
+    );
     expect(res.status).toBe(202);
     expect(res.body.created).toBe(3);
     expect(res.body.unknown_agent_ids).toEqual([]);

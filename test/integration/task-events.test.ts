@@ -187,6 +187,37 @@ describe("GET /events (firehose)", () => {
     }
   }, 20_000);
 
+  test("a task made by a retry, a bulk retry or a bulk refresh sends its pending event, as a refresh's does", async () => {
+    const failing = await corpus.agent({ mode: "throws" });
+    const first = await enqueue(ctx, failing, { force: true });
+    const second = await enqueue(ctx, failing, { force: true });
+    for (const id of [first, second]) expect(await waitForStatus(ctx, id, ["failed"])).toBe("failed");
+    const pending = await SseClient.open(`${base}/events?status=pending`);
+    expect(await pending.next(() => true, 5000, "the first message")).toMatchObject({ event: "comment", comment: "connected" });
+
+    const retried = await ctx.request("POST", `tasks/${first}/retry`);
+    expect(retried.status).toBe(202);
+    const redriven = await ctx.request("POST", "tasks/retry", { body: { status: ["failed"], agent_id: failing } });
+    expect(redriven.status).toBe(202);
+    const [a, b] = [await corpus.agent({ mode: "slow", ms: 50 }), await corpus.agent({ mode: "slow", ms: 50 })];
+    const bulk = await ctx.request("POST", "coverage/refresh", { body: { agent_ids: [a, b] } });
+    expect(bulk.status).toBe(202);
+    const made: string[] = [
+      retried.body.task_id,
+      ...redriven.body.tasks.map((t: { task_id: string }) => t.task_id),
+      ...bulk.body.tasks.map((t: { task_id: string }) => t.task_id),
+    ];
+    // The bulk retry takes the second (the first was retried already; its retry may have failed too by then).
+    expect(redriven.body.tasks.map((t: { retry_of: string }) => t.retry_of)).toContain(second);
+    expect(bulk.body.tasks).toHaveLength(2);
+    const announced = await pending.until(() => {
+      const got = new Set(pending.data("status").filter((e) => e.status === "pending").map((e) => e.task_id));
+      return made.every((id) => got.has(id)) ? got : undefined;
+    }, 10_000, "a pending event for every new task");
+    expect(made.every((id) => announced.has(id))).toBe(true);
+    pending.close();
+  }, 30_000);
+
   test("refuses bad filters with 400 in the error shape", async () => {
     for (const query of ["agent_id=nope", `agent_id=${uuid()},x`, "status=bogus", "status=completed,", "unknown=1", `agent_id=${Array.from({ length: 101 }, uuid).join(",")}`]) {
       const res = await SseClient.open(`${base}/events?${query}`);

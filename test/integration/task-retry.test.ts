@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, describe, expect, spyOn, test } from "bun:test";
 import { sql } from "drizzle-orm";
 import { createTestContext, type TestContext, type TestResponse } from "../helpers/app.ts";
+import { countDispatchPipelines } from "../helpers/pipelines.ts";
 import { postAgent, postTaxonomy, taskInput, uuid } from "../helpers/fixtures.ts";
 import { samples } from "../helpers/metrics.ts";
 import { insertTask } from "../../src/db/tasks/enqueue.ts";
@@ -214,15 +215,7 @@ describe("POST /tasks/retry", () => {
     try {
       const agentId = await newAgent(on);
       for (let i = 0; i < 4; i++) await ended(agentId, "failed", { priority: i % 2 ? "high" : "low", on });
-      const pipeline = spyOn(on.redis, "pipeline");
-      let res: TestResponse;
-      let pipelines: number;
-      try {
-        res = await redrive({ status: ["failed"] }, on);
-        pipelines = pipeline.mock.calls.length;
-      } finally {
-        pipeline.mockRestore();
-      }
+      const { result: res, pipelines } = await countDispatchPipelines(on.redis, () => redrive({ status: ["failed"] }, on));
       expect(res.status).toBe(202);
       expect(res.body.retried).toBe(4);
       expect(pipelines).toBe(1);
