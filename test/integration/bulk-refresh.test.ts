@@ -4,7 +4,7 @@
  * Redis round trip, unknown agent ids reported, the maximum (agent_ids and all), webhook
  * checks, metrics, the feature flag, races with single refreshes, and bad input.
  */
-import { afterAll, beforeAll, describe, expect, spyOn, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { sql } from "drizzle-orm";
 import { createTestContext, type TestContext, type TestResponse } from "../helpers/app.ts";
 import { countDispatchPipelines } from "../helpers/pipelines.ts";

@@ -4,7 +4,7 @@
  * statuses it refuses, "retried at most once" under concurrency, the per-call maximum, one
  * statement and one Redis round trip per bulk call, metrics, the feature flag, and bad input.
  */
-import { afterAll, beforeAll, describe, expect, spyOn, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { sql } from "drizzle-orm";
 import { createTestContext, type TestContext, type TestResponse } from "../helpers/app.ts";
 import { countDispatchPipelines } from "../helpers/pipelines.ts";
