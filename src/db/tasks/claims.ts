@@ -56,14 +56,15 @@ type ClaimRow = {
 };
 
 /**
- * started_at is the claiming statement's own start, not its transaction's: a limited claim's
- * statement starts after its lock was granted, so a task that took a freed place always starts
- * after the one that freed it ended (a reading of started_at/completed_at never shows an overlap
- * the limit did not allow). Outside a transaction the two are the same.
+ * started_at and the lease count from the claiming statement's own start, not its transaction's:
+ * a limited claim's statement starts after its lock was granted, so a task that took a freed
+ * place always starts after the one that freed it ended (a reading of started_at/completed_at
+ * never shows an overlap the limit did not allow), and a wait for the lock does not shorten the
+ * lease. Outside a transaction the two are the same.
  */
 const claimAssignments = (owner: string, leaseMs: number) => sql`
     status = 'running', attempt = t.attempt + 1, lease_token = gen_random_uuid(), lease_owner = ${owner},
-    lease_expires_at = now() + ${leaseMs}::int * interval '1 millisecond', started_at = statement_timestamp(),
+    lease_expires_at = statement_timestamp() + ${leaseMs}::int * interval '1 millisecond', started_at = statement_timestamp(),
     progress_percentage = 0, queue_position = null, updated_at = now()`;
 
 const claimedColumns = sql`'claimed'::text as kind, t.task_id, t.agent_id, t.lease_token, t.attempt, t.timeout_ms, t.priority,
