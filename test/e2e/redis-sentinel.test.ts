@@ -15,7 +15,7 @@ import { sql } from "drizzle-orm";
 import { createTestContext, type TestContext } from "../helpers/app.ts";
 import { eventually, FAST_ENGINE, spawnSupervisor } from "../helpers/engine.ts";
 import { startRedisSentinel, type RedisSentinel } from "../helpers/redisSentinel.ts";
-import { Children, createCorpus, expectExactlyOnceEffects, loadTasks, mapLimit, waitAllTerminal, type Corpus } from "./support.ts";
+import { Children, createCorpus, enqueueRetrying as enqueueShared, expectExactlyOnceEffects, loadTasks, mapLimit, waitAllTerminal, type Corpus } from "./support.ts";
 
 let deployment: RedisSentinel;
 let ctx: TestContext;
@@ -42,19 +42,8 @@ afterAll(async () => {
   await deployment?.stop();
 }, 30_000);
 
-/** POST .../coverage/refresh, retried on 503 (Redis unreachable during the failover) as a client would. */
-async function enqueueRetrying(agentId: string, priority: "high" | "medium" = "medium"): Promise<string> {
-  return eventually(
-    async () => {
-      const res = await ctx.request("POST", `agents/${agentId}/coverage/refresh`, { body: { priority } });
-      if (res.status === 202) return res.body.task_id as string;
-      if (res.status !== 503) throw new Error(`enqueue failed: ${res.status} ${res.text}`);
-      return undefined;
-    },
-    30_000,
-    "an enqueue accepted",
-  );
-}
+/** Retried on 503 (Redis unreachable during the failover) as a client would (support.ts). */
+const enqueueRetrying = (agentId: string, priority: "high" | "medium" = "medium") => enqueueShared(ctx, agentId, priority);
 
 async function completedCount(): Promise<number> {
   const [row] = await ctx.database.db.execute<{ n: number }>(sql`select count(*)::int as n from background_tasks where status = 'completed'`);

@@ -43,6 +43,20 @@ export async function enqueue(ctx: TestContext, agentId: string, options: { forc
   return res.body.task_id as string;
 }
 
+/** POST .../coverage/refresh, retried on 503 (Redis unreachable during a failover) as a client would; returns the task id. */
+export async function enqueueRetrying(ctx: TestContext, agentId: string, priority: Priority = "medium"): Promise<string> {
+  return eventually(
+    async () => {
+      const res = await ctx.request("POST", `agents/${agentId}/coverage/refresh`, { body: { priority } });
+      if (res.status === 202) return res.body.task_id as string;
+      if (res.status !== 503) throw new Error(`enqueue failed: ${res.status} ${res.text}`);
+      return undefined;
+    },
+    30_000,
+    "an enqueue accepted",
+  );
+}
+
 /** Runs `fn` over `items` with at most `limit` calls in flight; results in input order. */
 export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
   const results = new Array<R>(items.length);

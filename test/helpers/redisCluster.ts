@@ -29,11 +29,23 @@ export interface RedisCluster {
   cli(node: ClusterNode, ...args: string[]): Promise<string>;
   /** FLUSHALL on every primary: what losing the whole cluster's data does. Returns how many keys there were. */
   flushAll(): Promise<number>;
+  /** The node that serves `slot` now, as `node` (any live one) sees the cluster. */
+  primaryOf(slot: number, node?: ClusterNode): Promise<ClusterNode>;
+  /** SIGKILLs one node's redis-server. */
+  kill(node: ClusterNode): Promise<void>;
   stop(): Promise<void>;
 }
 
-export async function startRedisCluster(options: { primaries?: number } = {}): Promise<RedisCluster> {
+export interface ClusterShape {
+  primaries?: number;
+  /** Replicas per primary (redis-cli --cluster-replicas); 0 by default. */
+  replicas?: number;
+}
+
+export async function startRedisCluster(options: ClusterShape = {}): Promise<RedisCluster> {
   const primaries = options.primaries ?? 3;
+  const replicas = options.replicas ?? 0;
+  const total = primaries * (1 + replicas);
   const dir = mkdtempSync(join(tmpdir(), "agentq-redis-cluster-"));
   const procs: Subprocess[] = [];
   const nodes: ClusterNode[] = [];
@@ -52,7 +64,7 @@ export async function startRedisCluster(options: { primaries?: number } = {}): P
   }
 
   try {
-    for (let i = 0; i < primaries; i++) {
+    for (let i = 0; i < total; i++) {
       // The cluster bus port is set explicitly: the default (port + 10000) may be taken or out of range.
       const node = { host: "127.0.0.1", port: freePort() };
       const busPort = freePort();
@@ -67,6 +79,9 @@ export async function startRedisCluster(options: { primaries?: number } = {}): P
             "--cluster-port", String(busPort),
             "--cluster-config-file", join(dir, `nodes-${node.port}.conf`),
             "--cluster-node-timeout", "2000",
+            // A replica syncs at once (the default waits 5 s for more replicas): one that never
+            // synced is refused a failover, its data being "too old".
+            "--repl-diskless-sync-delay", "0",
             "--dir", dir,
             "--save", "",
             "--appendonly", "no",
@@ -79,7 +94,7 @@ export async function startRedisCluster(options: { primaries?: number } = {}): P
     for (const node of nodes)
       await eventually(async () => ((await cli(node, "ping").catch(() => "")).trim() === "PONG" ? true : undefined), 10_000, `redis-server on ${node.port}`);
     const proc = Bun.spawn(
-      ["redis-cli", "--cluster", "create", ...nodes.map((n) => `${n.host}:${n.port}`), "--cluster-replicas", "0", "--cluster-yes"],
+      ["redis-cli", "--cluster", "create", ...nodes.map((n) => `${n.host}:${n.port}`), "--cluster-replicas", String(replicas), "--cluster-yes"],
       { stdout: "pipe", stderr: "pipe", stdin: "ignore" },
     );
     const [out, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited]);
@@ -89,10 +104,20 @@ export async function startRedisCluster(options: { primaries?: number } = {}): P
       await eventually(
         async () => {
           const info = await cli(node, "cluster", "info");
-          return info.includes("cluster_state:ok") && info.includes(`cluster_known_nodes:${primaries}`) ? true : undefined;
+          return info.includes("cluster_state:ok") && info.includes(`cluster_known_nodes:${total}`) ? true : undefined;
         },
         15_000,
         `cluster_state:ok on ${node.port}`,
+      );
+    // And every replica has its primary's data, so that it may be promoted.
+    for (const node of nodes)
+      await eventually(
+        async () => {
+          const info = await cli(node, "info", "replication");
+          return info.includes("role:master") || info.includes("master_link_status:up") ? true : undefined;
+        },
+        15_000,
+        `the replica on ${node.port} to sync`,
       );
   } catch (error) {
     await stop();
@@ -118,6 +143,27 @@ export async function startRedisCluster(options: { primaries?: number } = {}): P
         for (const c of conns) c.disconnect();
       }
     },
+    async primaryOf(slot, node = nodes[0]!) {
+      // CLUSTER NODES: "<id> <ip:port@bus> <flags> <master> <ping> <pong> <epoch> <state> <slot ranges...>"
+      for (const line of (await cli(node, "cluster", "nodes")).trim().split("\n")) {
+        const fields = line.split(" ");
+        if (!fields[2]!.includes("master") || fields[2]!.includes("fail")) continue;
+        for (const range of fields.slice(8)) {
+          const [from, to = from] = range.split("-").map(Number);
+          if (slot >= from! && slot <= to!) {
+            const [host, port] = fields[1]!.split("@")[0]!.split(":");
+            return { host: host!, port: Number(port) };
+          }
+        }
+      }
+      throw new Error(`no live primary serves slot ${slot}`);
+    },
+    async kill(node) {
+      const i = nodes.findIndex((n) => n.port === node.port);
+      if (i < 0) throw new Error(`no node on port ${node.port}`);
+      procs[i]!.kill("SIGKILL");
+      await procs[i]!.exited;
+    },
     stop,
   };
 }
@@ -127,7 +173,7 @@ export async function startRedisCluster(options: { primaries?: number } = {}): P
  * is created: it returns the config that points the context at the cluster), `stop` in its
  * afterAll (after the context is closed: its cleanup still needs the cluster). See e2eSuite.
  */
-export function redisClusterService(options: { primaries?: number } = {}) {
+export function redisClusterService(options: ClusterShape = {}) {
   let cluster: RedisCluster | undefined;
   return {
     get cluster(): RedisCluster {
