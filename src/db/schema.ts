@@ -333,6 +333,34 @@ export const coverageHistory = pgTable(
   ],
 );
 
+/**
+ * The earlier attempts of a task: one row per attempt that ended without ending the task (it went
+ * back to pending: a retry, a lapsed lease, a hand-back). background_tasks keeps only the latest
+ * attempt's started_at; this keeps the others for the task's timeline (GET /tasks/{id} attempts).
+ * Written in the same statement that requeues the task (src/db/tasks/attempts.ts), never for a
+ * task that ends on its first attempt. Keyed by a serial id, not (task_id, attempt): a refunded
+ * attempt (a shutdown's hand-back) gives its number back, so the next claim reuses it.
+ */
+export const taskAttempts = pgTable(
+  "task_attempts",
+  {
+    taskAttemptId: bigserial("task_attempt_id", { mode: "number" }).primaryKey(),
+    taskId: text("task_id")
+      .notNull()
+      .references(() => backgroundTasks.taskId, { onDelete: "cascade" }),
+    attempt: integer("attempt").notNull(),
+    startedAt: tstz("started_at"),
+    endedAt: tstz("ended_at").notNull().defaultNow(),
+    outcome: text("outcome").notNull(),
+    refunded: boolean("refunded").notNull().default(false),
+  },
+  (t) => [
+    // GET /tasks/{id} reads a task's attempts oldest first: one range of this index.
+    index("task_attempts_task_id_idx").on(t.taskId, t.taskAttemptId),
+    check("task_attempts_attempt_positive", sql`${t.attempt} >= 1`),
+  ],
+);
+
 export const webhookDeliveries = pgTable(
   "webhook_deliveries",
   {

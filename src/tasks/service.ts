@@ -6,7 +6,8 @@ import type { RedisClient } from "../queue/redisClient.ts";
 import type { Logger } from "pino";
 import type { Config } from "../config.ts";
 import type { Database } from "../db/client.ts";
-import { getTask, type TaskRecord } from "../db/tasks/records.ts";
+import type { TaskRecord } from "../db/tasks/records.ts";
+import { getTaskWithAttempts, type TaskAttempt } from "../db/tasks/attempts.ts";
 import { requestCancel } from "../db/tasks/cancel.ts";
 import type { InsertOutcome } from "../db/tasks/enqueue.ts";
 import { TaskInsertBatcher } from "./insertBatcher.ts";
@@ -48,6 +49,11 @@ export async function assertWebhookUrlAccepted(
 export interface TaskView extends TaskRecord {
   queue_position: number | null;
   estimated_completion_at: string | null;
+}
+
+/** A task with the attempts that ended without ending it, oldest first (the latest is in started_at / completed_at). */
+export interface TaskDetail extends TaskView {
+  attempts: TaskAttempt[];
 }
 
 /** Used for estimates until some task has completed. */
@@ -132,10 +138,12 @@ export class TaskService {
     return assertWebhookUrlAccepted(this.deps.config, url);
   }
 
-  async view(taskId: string, agentId?: string): Promise<TaskView> {
-    const task = await getTask(this.deps.database.db, taskId);
-    if (!task || (agentId !== undefined && task.agent_id !== agentId)) throw notFound("task", taskId);
-    return this.decorate(task);
+  /** One task as GET /tasks/{id} shows it: with its earlier attempts (one statement reads both). */
+  async view(taskId: string, agentId?: string): Promise<TaskDetail> {
+    const found = await getTaskWithAttempts(this.deps.database.db, taskId);
+    if (!found || (agentId !== undefined && found.agent_id !== agentId)) throw notFound("task", taskId);
+    const { attempts, ...task } = found;
+    return { ...(await this.decorate(task)), attempts };
   }
 
   /** DELETE semantics of domain.md; returns false for an unknown task. */

@@ -3,7 +3,7 @@ import type { AppDeps } from "../deps.ts";
 import { authErrors, Uuid } from "../common.ts";
 import { ErrorBody } from "../errors.ts";
 import { Coverage } from "../agents/model.ts";
-import { History, HistoryQuery, RefreshBody, RefreshQuery, Task, TaskId, WebhookDelivery } from "./model.ts";
+import { History, HistoryQuery, RefreshBody, RefreshQuery, Task, TaskDetail, TaskId, WebhookDelivery } from "./model.ts";
 import { requireAgent } from "../../db/agents.ts";
 import { insertCoverageHistory, storeAgentCoverage } from "../../db/coverage.ts";
 import { getTask } from "../../db/tasks/records.ts";
@@ -59,13 +59,17 @@ export const taskRoutes = (deps: AppDeps) => {
     )
     .get("/agents/:agent_id/coverage/status/:task_id", async ({ params }) => tasks.view(params.task_id, params.agent_id), {
       params: t.Object({ agent_id: Uuid, task_id: TaskId }),
-      response: { 200: Task, ...authErrors, 404: ErrorBody },
-      detail: { summary: "A task of this agent, with progress, queue position and completion estimate" },
+      response: { 200: TaskDetail, ...authErrors, 404: ErrorBody },
+      detail: { summary: "A task of this agent, with progress, queue position, completion estimate and earlier attempts" },
     })
     .get("/tasks/:task_id", async ({ params }) => tasks.view(params.task_id), {
       params: t.Object({ task_id: TaskId }),
-      response: { 200: Task, ...authErrors, 404: ErrorBody },
-      detail: { summary: "A task, with progress, queue position and completion estimate" },
+      response: { 200: TaskDetail, ...authErrors, 404: ErrorBody },
+      detail: {
+        summary: "A task, with progress, queue position, completion estimate and earlier attempts",
+        description:
+          "attempts lists the attempts that ended without ending the task (a lapsed lease, a crashed worker thread, a lost database connection, a hand-back on shutdown), oldest first, each with its start, end and outcome; the current or last attempt is started_at / completed_at. Empty for a task that ran once.",
+      },
     })
     .delete(
       "/tasks/:task_id",

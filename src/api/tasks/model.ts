@@ -64,6 +64,24 @@ export const Task = t.Object({
   schedule_id: t.Nullable(t.String({ format: "uuid", description: "The schedule that enqueued this task" })),
 });
 
+export const TaskAttemptT = t.Object({
+  attempt: t.Integer({ minimum: 1, description: "Its number (a refunded attempt's number is used again by the next one)" }),
+  started_at: t.Nullable(Timestamp),
+  ended_at: Timestamp,
+  outcome: t.String({ description: "Why it ended without ending the task: lease expired (owner died), worker thread crashed, database connection lost, handed back on shutdown..." }),
+  refunded: t.Boolean({ description: "Given back: not counted against max_attempts (the task was interrupted through no fault of its own)" }),
+});
+
+/** GET /tasks/{id}: the task with its earlier attempts. */
+export const TaskDetail = t.Composite([
+  Task,
+  t.Object({
+    attempts: t.Array(TaskAttemptT, {
+      description: "The attempts that ended without ending the task (it went back to the queue), oldest first. The current or last attempt is not listed: it is started_at / completed_at.",
+    }),
+  }),
+]);
+
 export const HistoryQuery = t.Object(
   {
     start_date: t.Optional(t.String({ format: "date-time", maxLength: 64, description: "Inclusive lower bound (RFC 3339 with a time zone; a calendar date in years 0001-9999)" })),

@@ -28,10 +28,21 @@ export interface TaskSummary {
   schedule_id?: string | null;
 }
 
+/** An attempt that ended without ending its task (it went back to the queue). */
+export interface TaskAttempt {
+  attempt: number;
+  started_at: string | null;
+  ended_at: string;
+  outcome: string;
+  refunded: boolean;
+}
+
 export interface Task extends TaskSummary {
   queue_position: number | null;
   estimated_completion_at: string | null;
   result: unknown;
+  /** GET /tasks/{id} (and a task's event stream) only: the earlier attempts, oldest first. */
+  attempts?: TaskAttempt[];
 }
 
 export interface TaskList {

@@ -7,6 +7,7 @@ import type { DbOrTx } from "../client.ts";
 import { toIso } from "../values.ts";
 import type { RawTask, Redispatch } from "./records.ts";
 import { endingAssignments } from "./settle.ts";
+import { recordRequeuedAttempts, requeuedAttemptColumns } from "./attempts.ts";
 import { toPgArray } from "../taxonomy.ts";
 import { endingFor } from "../../core/settle.ts";
 
@@ -17,20 +18,26 @@ import { endingFor } from "../../core/settle.ts";
  * longest expired first, in one statement that holds its row locks only until it commits. Every
  * row it touches leaves `status = 'running'`, so calling it again until it returns fewer than
  * `limit` pages through them all (the reconciler does). Rows another reconciler has locked are
- * skipped, not waited for: concurrent callers split the work.
+ * skipped, not waited for: concurrent callers split the work. Each lapsed attempt of a task that
+ * goes back to pending is kept in task_attempts by the same statement (src/db/tasks/attempts.ts).
  */
 export async function requeueExpiredLeases(db: DbOrTx, limit = 500): Promise<Redispatch[]> {
   const ending = endingFor({ how: "lease_expired" });
   if (ending?.kind !== "retry") throw new Error("a lapsed lease is expected to be retried");
   const rows = await db.execute<RawTask>(sql`
-    update background_tasks t set ${endingAssignments()}
-    from (select task_id, 'retry'::text as kind, ${ending.refund ? 1 : 0}::int as refund, ${ending.error}::text as error,
-                 null::jsonb as result
-          from background_tasks
-          where status = 'running' and lease_expires_at < now()
-          order by lease_expires_at limit ${limit} for update skip locked) i
-    where t.task_id = i.task_id
-    returning t.task_id, t.agent_id, t.priority, t.created_at, t.status, t.attempt`);
+    with ended as (
+      update background_tasks t set ${endingAssignments()}
+      from (select task_id, 'retry'::text as kind, ${ending.refund ? 1 : 0}::int as refund, ${ending.error}::text as error,
+                   null::jsonb as result
+            from background_tasks
+            where status = 'running' and lease_expires_at < now()
+            order by lease_expires_at limit ${limit} for update skip locked) i
+      where t.task_id = i.task_id
+      returning t.task_id, t.agent_id, t.priority, t.created_at, t.status, t.attempt, t.error, ${requeuedAttemptColumns}
+    ),
+    -- The lapsed attempt of each task that went back to pending, for its timeline.
+    attempts as (${recordRequeuedAttempts})
+    select task_id, agent_id, priority, created_at, status, attempt from ended`);
   return rows.map((r) => ({ ...(r as unknown as Redispatch), created_at: toIso(r.created_at as string) }));
 }
 

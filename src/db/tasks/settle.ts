@@ -7,6 +7,8 @@
  * Each row is fenced by its own lease token: a row whose lease was lost (or
  * that the API cancelled meanwhile: a cancel clears the lease) matches nothing,
  * and nothing of it is written. The caller learns, per lease, what was written.
+ * A retry that sends its task back to pending also writes the attempt it ended to task_attempts
+ * (src/db/tasks/attempts.ts); an ending that ends the task writes nothing more.
  */
 import { sql, type SQL } from "drizzle-orm";
 import type { DbOrTx } from "../client.ts";
@@ -15,6 +17,7 @@ import type { Ending } from "../../core/settle.ts";
 import { queryPrepared } from "../prepared.ts";
 import { toIso } from "../values.ts";
 import { toPgArray } from "../taxonomy.ts";
+import { recordRequeuedAttempts, requeuedAttemptColumns } from "./attempts.ts";
 
 export interface Settling {
   taskId: string;
@@ -105,8 +108,10 @@ export async function settleTasks(db: DbOrTx, batch: readonly Settling[]): Promi
       where t.task_id = any(${toPgArray(batch.map((b) => b.taskId))}::text[])
         and t.task_id = i.task_id and t.status = 'running' and t.lease_token = i.lease_token
       returning t.task_id, t.agent_id, i.lease_token, t.status, t.priority, t.created_at, t.attempt, t.error,
-        i.overall_coverage, i.total_documents, i.total_chunks, i.version, i.calculated_at
+        i.overall_coverage, i.total_documents, i.total_chunks, i.version, i.calculated_at, ${requeuedAttemptColumns}
     ),
+    -- A retry that sent its task back to pending keeps the attempt it ended (the task's timeline).
+    attempts as (${recordRequeuedAttempts}),
     history as (
       insert into coverage_history (agent_id, timestamp, overall_coverage, total_documents, total_chunks, version, task_id)
       select agent_id, calculated_at, overall_coverage, total_documents, total_chunks, version, task_id

@@ -1,45 +1,17 @@
 /**
- * One task: its timeline (created, each attempt's start, its end), a progress bar that moves
- * with the task's events (GET /api/v1/tasks/{id}/events), its result or error, and its webhook
- * delivery with every attempt and a redeliver button. Cancel and retry act on it.
+ * One task: its timeline (created, each attempt's start and end, and why an earlier attempt ended:
+ * ../timeline.ts), a progress bar that moves with the task's events (GET /api/v1/tasks/{id}/events),
+ * its result or error, and its webhook delivery with every attempt and a redeliver button. Cancel
+ * and retry act on it.
  */
 import { useEffect, useState } from "preact/hooks";
 import { api, readOnly, type ApiError } from "../api.ts";
 import { Card, Empty, ErrorNote, FlashNote, LiveIndicator, PriorityBadge, ProgressBar, StatusBadge, useFlash, useLoad } from "../components.tsx";
 import { formatDuration, formatTime, shortId } from "../format.ts";
+import { timeline } from "../timeline.ts";
 import { useNow, useTaskEvents } from "../live.ts";
 import { Link, navigate } from "../router.tsx";
 import { CANCELLABLE, RETRYABLE, TERMINAL, type Agent, type Task, type TaskEvent, type WebhookDelivery } from "../types.ts";
-
-interface TimelineEntry {
-  at: string | null;
-  label: string;
-  detail?: string;
-  kind: "created" | "started" | "ended" | "note";
-}
-
-/**
- * What is known of the task's life: PostgreSQL keeps the latest attempt's start and the end;
- * the starts this page saw live (status events) fill in the attempts in between.
- */
-export function timeline(task: Task, seen: TaskEvent[]): TimelineEntry[] {
-  const entries: TimelineEntry[] = [{ at: task.created_at, label: "Created", detail: `${task.priority} priority`, kind: "created" }];
-  const starts = new Map<number, string>();
-  for (const e of seen) if (e.type === "status" && e.status === "running" && e.attempt > 0) starts.set(e.attempt, e.at);
-  if (task.started_at && task.attempt > 0) starts.set(task.attempt, task.started_at);
-  for (let n = 1; n <= task.attempt; n++) {
-    const at = starts.get(n) ?? null;
-    const notes = [at ? "" : "time not recorded", n < task.attempt ? "its worker was lost, so the task went back to the queue" : ""].filter(Boolean);
-    entries.push({ at, label: `Attempt ${n} started`, kind: "started", ...(notes.length > 0 ? { detail: notes.join("; ") } : {}) });
-  }
-  if (task.completed_at) {
-    const ran = task.started_at ? ` after ${formatDuration(Date.parse(task.completed_at) - Date.parse(task.started_at))}` : "";
-    entries.push({ at: task.completed_at, label: `Ended ${task.status}`, detail: ran.trim() || "before it started", kind: "ended" });
-  } else if (task.status === "pending" && task.attempt > 0) {
-    entries.push({ at: null, label: "Waiting for another attempt", kind: "note" });
-  }
-  return entries;
-}
 
 export function TaskPage({ taskId }: { taskId: string }) {
   const path = `/tasks/${encodeURIComponent(taskId)}`;
