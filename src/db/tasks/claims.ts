@@ -67,8 +67,9 @@ const claimAssignments = (owner: string, leaseMs: number) => sql`
     lease_expires_at = statement_timestamp() + ${leaseMs}::int * interval '1 millisecond', started_at = statement_timestamp(),
     progress_percentage = 0, queue_position = null, updated_at = now()`;
 
-const claimedColumns = sql`'claimed'::text as kind, t.task_id, t.agent_id, t.lease_token, t.attempt, t.timeout_ms, t.priority,
-    (extract(epoch from now() - t.created_at) * 1000)::float8 as wait_ms, a.taxonomy_node_ids, a.taxonomy_version`;
+/** RETURNING of a claim; `scope` names the relation holding the agent's taxonomy_node_ids and taxonomy_version. */
+const claimedColumns = (scope: "a" | "c") => sql`'claimed'::text as kind, t.task_id, t.agent_id, t.lease_token, t.attempt, t.timeout_ms, t.priority,
+    (extract(epoch from now() - t.created_at) * 1000)::float8 as wait_ms, ${sql.raw(scope)}.taxonomy_node_ids, ${sql.raw(scope)}.taxonomy_version`;
 
 /**
  * Claims every id of `taskIds` that is still pending and not cancelled, each under its own lease
@@ -88,19 +89,23 @@ export async function claimBatch(db: DbOrTx, taskIds: readonly string[], owner: 
   if (taskIds.length === 0) return { claims: [], deferred: [] };
   const rows = await queryPrepared<ClaimRow>(
     db,
+    // The candidates are read first, in a CTE of their own (MATERIALIZED: a fence), by primary key
+    // as the claim always was: a filter on the agents' limit inside the UPDATE's join let the
+    // planner start from agents instead (the new column has no statistics at first, so "no
+    // limit" looked rare) and walk every agent's tasks.
     sql`
-    with claimed as (
+    with c as materialized (
+      select t.task_id, t.agent_id, t.priority, a.max_concurrent_refreshes is not null as limited, a.taxonomy_node_ids, a.taxonomy_version
+      from background_tasks t join agents a on a.agent_id = t.agent_id
+      where t.task_id = any(${toPgArray(taskIds)}::text[]) and t.status = 'pending' and not t.cancellation_requested),
+    claimed as (
       update background_tasks t set ${claimAssignments(owner, leaseMs)}
-      from agents a
-      where t.task_id = any(${toPgArray(taskIds)}::text[]) and t.status = 'pending' and not t.cancellation_requested
-        and a.agent_id = t.agent_id and a.max_concurrent_refreshes is null
-      returning ${claimedColumns}, false as limited, 0::float8 as score)
+      from c
+      where t.task_id = c.task_id and not c.limited and t.status = 'pending' and not t.cancellation_requested
+      returning ${claimedColumns("c")}, false as limited, 0::float8 as score)
     select * from claimed
     union all
-    select 'limited', t.task_id, t.agent_id, null, null, null, t.priority, null, null, null, true, 0
-    from background_tasks t join agents a on a.agent_id = t.agent_id
-    where t.task_id = any(${toPgArray(taskIds)}::text[]) and t.status = 'pending' and not t.cancellation_requested
-      and a.max_concurrent_refreshes is not null`,
+    select 'limited', c.task_id, c.agent_id, null, null, null, c.priority, null, null, null, true, 0 from c where c.limited`,
   );
   const limitedIds = new Set(rows.filter((r) => r.kind === "limited").map((r) => r.task_id));
   const all = rows.filter((r) => r.kind === "claimed");
@@ -120,10 +125,10 @@ async function claimWithinLimits(db: DbOrTx, taskIds: readonly string[], owner: 
   const ids = toPgArray(taskIds);
   return db.transaction(async (tx) => {
     await tx.execute(sql`
-      select agent_id from agents
-      where agent_id in (select agent_id from background_tasks where task_id = any(${ids}::text[]))
-        and max_concurrent_refreshes is not null
-      order by agent_id for no key update`);
+      with mine as materialized (select distinct agent_id from background_tasks where task_id = any(${ids}::text[]))
+      select a.agent_id from agents a join mine on mine.agent_id = a.agent_id
+      where a.max_concurrent_refreshes is not null
+      order by a.agent_id for no key update of a`);
     // A new statement, so a new snapshot: it sees the claims of whoever held the locks before us.
     const rows = await tx.execute<ClaimRow>(sql`
       with wanted as (
@@ -144,7 +149,7 @@ async function claimWithinLimits(db: DbOrTx, taskIds: readonly string[], owner: 
         update background_tasks t set ${claimAssignments(owner, leaseMs)}
         from agents a, verdict v
         where t.task_id = v.task_id and v.allowed and t.status = 'pending' and not t.cancellation_requested and a.agent_id = t.agent_id
-        returning ${claimedColumns}, v.limited, 0::float8 as score)
+        returning ${claimedColumns("a")}, v.limited, 0::float8 as score)
       select * from claimed
       union all
       select 'deferred', v.task_id, v.agent_id, null, null, null, v.priority, null, null, null, true,
