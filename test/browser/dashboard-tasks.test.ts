@@ -88,6 +88,25 @@ describe("task pages", () => {
     expect(await taskStatus(ctx, taskId)).toBe("completed");
   }, 30_000);
 
+  test("a retried task's timeline shows each earlier attempt's start, end and reason, read from the task (not from live events)", async () => {
+    const flaky = await agent("flaky connection", { mode: "dbLost" });
+    const taskId = await enqueue(flaky);
+    // Opened after it ended: the page saw none of its events, so all of it comes from GET /tasks/{id}.
+    expect(await waitForStatus(ctx, taskId, ["failed"])).toBe("failed");
+    await page.goto(`/dashboard/tasks/${taskId}`);
+    const items = page.locator(".timeline li");
+    await page.locator(".timeline li.timeline-ended").waitFor();
+    const labels = await items.locator(".timeline-label").allTextContents();
+    expect(labels).toEqual(["Created", "Attempt 1 started", "Attempt 1 ended", "Attempt 2 started", "Attempt 2 ended", "Attempt 3 started", "Ended failed"]);
+    const retried = page.locator(".timeline li.timeline-retried");
+    expect(await retried.count()).toBe(2);
+    for (const detail of await retried.locator(".timeline-detail").allTextContents())
+      expect(detail).toContain("database connection lost: fixture: connection lost");
+    // Every step has its time: nothing "not recorded".
+    expect(await page.locator(".timeline", { hasText: "not recorded" }).count()).toBe(0);
+    expect(await items.locator(".timeline-at").allTextContents()).not.toContain("–");
+  }, 30_000);
+
   test("cancelling selected tasks from the list ends them cancelled (a running one and a pending one)", async () => {
     const slow = await agent("long runner", { mode: "slow", ms: 20_000 });
     const running = await enqueue(slow);

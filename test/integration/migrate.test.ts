@@ -45,7 +45,7 @@ test("concurrent migrations serialise on the advisory lock and apply each migrat
   await sql.end();
   const journal = (await Bun.file(new URL("../../drizzle/meta/_journal.json", import.meta.url)).json()) as { entries: unknown[] };
   expect(applied[0]!.n).toBe(journal.entries.length);
-  expect(tables[0]!.n).toBe(14);
+  expect(tables[0]!.n).toBe(15);
 });
 
 test("a DATABASE_URL without a database name is refused with a clear message", async () => {
