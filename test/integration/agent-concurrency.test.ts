@@ -306,10 +306,10 @@ test("through a real engine: an agent limited to 2 never runs more than 2 of its
     expect(mostRunning).toBeLessThanOrEqual(2);
     const byId = new Map(rows.map((r) => [r.task_id, { start: Number(r.start), end: Number(r.end) }]));
     expect(maxOverlap(backlog.map((id) => byId.get(id)!))).toBe(2);
-    // The other agents' tasks did not wait for the backlog: all done before its third task ended.
+    // The other agents' tasks did not wait for the backlog: all done before half of it was.
     const backlogEnds = backlog.map((id) => byId.get(id)!.end).sort((a, b) => a - b);
     const lastBehind = Math.max(...behind.map((id) => byId.get(id)!.end));
-    expect(lastBehind).toBeLessThan(backlogEnds[2]!);
+    expect(lastBehind).toBeLessThan(backlogEnds[4]!);
     // Deferrals are counted, and the parks are empty at the end.
     expect((await ctx.metrics.tasksDeferred.get()).values[0]!.value - deferredBefore).toBeGreaterThanOrEqual(8);
     expect(await parking.count(limited)).toBe(0);
