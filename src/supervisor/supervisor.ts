@@ -377,6 +377,7 @@ export class Supervisor {
     await this.dispatcher
       .dispatch(back.map((s) => ({ taskId: s.taskId, priority: s.priority, score: Date.parse(s.createdAt) })))
       .catch((error) => this.options.logger.warn({ err: error }, "redispatch failed; the reconciler will do it"));
+    await this.releaseParked(tasks.map((t) => t.agentId));
     // A task whose ending the thread committed just before it died (its message never came).
     const unwritten = decided.filter(({ task, ending }) => ending && !written.has(task.leaseToken));
     const ended = await withDeadline(
@@ -388,6 +389,19 @@ export class Supervisor {
       const settled = ending ? (written.get(task.leaseToken) ?? null) : null;
       this.recordDead(slot, task, stop, settled ?? (own ? { ...own, attempt: task.attempt } : null), own !== undefined);
     }
+  }
+
+  /**
+   * The places of a dead thread's tasks are free: agents with max_concurrent_refreshes may have
+   * tasks parked (src/queue/parking.ts), which the thread's own endings would have released. One
+   * release per task; for an agent without a limit the park is empty and nothing moves.
+   */
+  private async releaseParked(agentIds: string[]) {
+    const freed = new Map<string, number>();
+    for (const agentId of agentIds) freed.set(agentId, (freed.get(agentId) ?? 0) + 1);
+    await Promise.all([...freed].map(([agentId, n]) => this.dispatcher.parking.release(agentId, n))).catch((error) =>
+      this.options.logger.warn({ err: error }, "releasing parked tasks failed; the reconciler will"),
+    );
   }
 
   /** `byThread`: the thread itself committed this ending before it died. */

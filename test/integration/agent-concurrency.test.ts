@@ -168,7 +168,7 @@ test("claimers racing for an agent's last place: across 8 connections claiming a
   } finally {
     await Promise.all(pools.map((p) => p.close()));
   }
-});
+}, 30_000);
 
 test("the park: released highest priority then oldest first, back into its queue at its old score; releaseAll, remove, and an expiry", async () => {
   const agentId = uuid();
@@ -316,7 +316,7 @@ test("through a real engine: an agent limited to 2 never runs more than 2 of its
   } finally {
     await engine.stop();
   }
-});
+}, 30_000);
 
 /** An actor in this process (its real dependencies), running a handler that waits for the test to open each task's gate. */
 function gatedActor(concurrency: number, override: Partial<ActorDeps> = {}) {
@@ -399,7 +399,7 @@ test("an actor parks what its agent has no room for, pops past it, and takes the
   } finally {
     await h.stop();
   }
-});
+}, 30_000);
 
 test("an actor whose park or release fails logs it and goes on; the reconciler then runs what was left out", async () => {
   const limited = await newAgent(1);
@@ -421,7 +421,7 @@ test("an actor whose park or release fails logs it and goes on; the reconciler t
   } finally {
     await h.stop();
   }
-});
+}, 30_000);
 
 test("DELETE of a parked task takes it out of its agent's park too (a stale parked id would waste the next release)", async () => {
   const agentId = await newAgent(1);
@@ -433,3 +433,29 @@ test("DELETE of a parked task takes it out of its agent's park too (a stale park
   expect(await parking.count(agentId)).toBe(0);
   await db().execute(sql`delete from background_tasks where agent_id = ${agentId}`);
 });
+
+test("a thread terminated with a limited agent's task on it releases that agent's parked task at once (no reconciler running)", async () => {
+  // Two threads: one is wedged by a task that ignores its stop, the other parks the agent's second task.
+  const engine = await startTestEngine(ctx, { workers: 2, concurrency: 1, workerUrl: FIXTURE_WORKERS.scripted, reconcile: false });
+  try {
+    const agentId = await newAgent(1, { mode: "ignoresAbort" });
+    const wedged = await forceRefresh(agentId);
+    await engine.waitForEvent((e) => e.type === "task_started" && e.taskId === wedged);
+    const parked = await forceRefresh(agentId);
+    await eventually(async () => ((await parking.count(agentId)) === 1 ? true : undefined), 10_000, "the second task to be parked");
+    // The next run computes real coverage.
+    expect((await ctx.request("PATCH", `agents/${agentId}`, { body: { features_config: {} } })).status).toBe(200);
+    expect(await parking.count(agentId)).toBe(1);
+    // Cancelled, it ignores the abort: past the grace period its thread is terminated.
+    expect((await ctx.request("DELETE", `tasks/${wedged}`)).status).toBe(204);
+    await engine.waitForEvent((e) => e.type === "worker_replaced");
+    await eventually(
+      async () => ((await db().execute<{ status: string }>(sql`select status from background_tasks where task_id = ${parked}`))[0]!.status === "completed" ? true : undefined),
+      10_000,
+      "the parked task to run",
+    );
+    expect(await parking.count(agentId)).toBe(0);
+  } finally {
+    await engine.stop();
+  }
+}, 30_000);
