@@ -80,6 +80,8 @@ export interface MetricSources {
   queueDepths?: () => Promise<Record<(typeof PRIORITIES)[number], number>>;
   oldestPendingAgeSeconds?: () => Promise<number>;
   overdueTasks?: () => Promise<number>;
+  /** Pending tasks of agents at their max_concurrent_refreshes (src/metrics/sources.ts). */
+  heldByAgentLimits?: () => Promise<number>;
   workers?: () => { busy: number; total: number };
   /** Adds the busy time of running tasks since the last call to agentq_worker_busy_seconds_total. */
   accrueBusySeconds?: () => void;
@@ -241,6 +243,19 @@ export function createMetrics(sources: MetricSources = {}, options: MetricsOptio
       async (g) => {
         if (!sources.overdueTasks) return false;
         g.set(await sources.overdueTasks());
+        return true;
+      },
+      onError,
+    ),
+    tasksHeldByAgentLimit: new ScrapeGauge(
+      {
+        name: "agentq_tasks_held_by_agent_limit",
+        help: "Pending tasks of agents that run max_concurrent_refreshes tasks already, read from PostgreSQL at scrape time (cluster-wide: aggregate with max).",
+        registers,
+      },
+      async (g) => {
+        if (!sources.heldByAgentLimits) return false;
+        g.set(await sources.heldByAgentLimits());
         return true;
       },
       onError,

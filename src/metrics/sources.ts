@@ -26,6 +26,20 @@ export async function countOverdueTasks(database: Database, cancelGraceMs: numbe
   return row?.n ?? 0;
 }
 
+/**
+ * Pending tasks of agents that already run max_concurrent_refreshes tasks or more: what waits on
+ * a per-agent limit rather than on capacity. Reads only the agents that have a limit (their
+ * counts come from the (agent_id, status) index).
+ */
+export async function countTasksHeldByAgentLimits(database: Database): Promise<number> {
+  const [row] = await database.db.execute<{ n: number }>(sql`
+    select coalesce(sum((select count(*) from background_tasks p where p.agent_id = a.agent_id and p.status = 'pending')), 0)::int as n
+    from agents a
+    where a.max_concurrent_refreshes is not null
+      and (select count(*) from background_tasks r where r.agent_id = a.agent_id and r.status = 'running') >= a.max_concurrent_refreshes`);
+  return row?.n ?? 0;
+}
+
 /** The scrape-time sources every process with Redis and PostgreSQL connections exports. */
 export function storeSources(deps: { redis: RedisClient; keys: QueueKeys; database: Database; cancelGraceMs: number }): MetricSources {
   const dispatcher = new Dispatcher(deps.redis, deps.keys);
@@ -33,5 +47,6 @@ export function storeSources(deps: { redis: RedisClient; keys: QueueKeys; databa
     queueDepths: () => dispatcher.depths(),
     oldestPendingAgeSeconds: () => oldestQueuedAgeSeconds(deps.redis, deps.keys),
     overdueTasks: () => countOverdueTasks(deps.database, deps.cancelGraceMs),
+    heldByAgentLimits: () => countTasksHeldByAgentLimits(deps.database),
   };
 }

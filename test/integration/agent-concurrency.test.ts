@@ -20,6 +20,7 @@ import { CREDIT_TTL_MS, PARK_TTL_MS, Parking } from "../../src/queue/parking.ts"
 import { Reconciler } from "../../src/supervisor/reconciler.ts";
 import type { Priority } from "../../src/core/tasks.ts";
 import { maxOverlap } from "../helpers/intervals.ts";
+import { samples } from "../helpers/metrics.ts";
 import { Actor, type ActorDeps } from "../../workers/actor.ts";
 import { openActorDeps } from "../../workers/actorDeps.ts";
 import type { TaskHandler } from "../../workers/handlers/types.ts";
@@ -459,3 +460,19 @@ test("a thread terminated with a limited agent's task on it releases that agent'
     await engine.stop();
   }
 }, 30_000);
+
+test("agentq_tasks_held_by_agent_limit: the pending tasks of agents that run their limit, read at scrape time", async () => {
+  const scrape = async () => samples(await ctx.metrics.registry.metrics()).get("agentq_tasks_held_by_agent_limit");
+  const before = (await scrape())!;
+  const full = await newAgent(1);
+  const roomy = await newAgent(3);
+  const [running, ...waiting] = await pendingTasks(full, 3);
+  await claimBatch(db(), [running!], "w1", 60_000);
+  const [roomyRunning] = await pendingTasks(roomy, 2);
+  await claimBatch(db(), [roomyRunning!], "w1", 60_000);
+  // full: 1 running of 1, 2 pending held; roomy: 1 running of 3, its pending one is not held.
+  expect((await scrape())! - before).toBe(waiting.length);
+  await finish([running!]);
+  expect(await scrape()).toBe(before);
+  await db().execute(sql`delete from background_tasks where agent_id = any(${`{${full},${roomy}}`}::uuid[])`);
+});

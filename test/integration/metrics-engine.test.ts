@@ -326,6 +326,8 @@ describe("scrape-time gauges", () => {
       "agentq_queue_depth",
       "agentq_oldest_pending_task_age_seconds",
       "agentq_tasks_overdue",
+      "agentq_tasks_deferred_total",
+      "agentq_tasks_held_by_agent_limit",
       "agentq_workers",
       "agentq_workers_busy",
       "agentq_worker_utilisation_ratio",

@@ -161,9 +161,15 @@ describe("when Redis and PostgreSQL are down", () => {
       expect([...s.keys()].some((k) => k.startsWith("agentq_queue_depth"))).toBe(false);
       expect(s.has("agentq_oldest_pending_task_age_seconds")).toBe(false);
       expect(s.has("agentq_tasks_overdue")).toBe(false);
+      expect(s.has("agentq_tasks_held_by_agent_limit")).toBe(false);
       expect(s.get("process_resident_memory_bytes")).toBeGreaterThan(0);
       const skipped = down.lines.filter((l) => l.msg === "metric collection failed; gauge skipped").map((l) => l.metric);
-      expect(skipped.sort()).toEqual(["agentq_oldest_pending_task_age_seconds", "agentq_queue_depth", "agentq_tasks_overdue"]);
+      expect(skipped.sort()).toEqual([
+        "agentq_oldest_pending_task_age_seconds",
+        "agentq_queue_depth",
+        "agentq_tasks_held_by_agent_limit",
+        "agentq_tasks_overdue",
+      ]);
 
       const failed = await app.handle(new Request("http://localhost/api/v1/agents", { headers: { "x-api-key": TEST_API_KEY, "x-request-id": "down-1" } }));
       await eventually(async () => (down.lines.some((l) => l.msg === "request" && l.request_id === "down-1") ? true : undefined), 5000);
