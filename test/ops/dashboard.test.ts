@@ -97,7 +97,7 @@ describe("Grafana dashboard", () => {
     }
   });
 
-  test("shows throughput, failure rate, queue depth, wait and run p50/p95/p99, workers, webhooks and HTTP", () => {
+  test("shows throughput, failure rate, queue depth, wait and run p50/p95/p99, per-agent limits, workers, webhooks and HTTP", () => {
     const all = exprs.join("\n");
     for (const metric of [
       "agentq_tasks_enqueued_total",
@@ -110,6 +110,8 @@ describe("Grafana dashboard", () => {
       "agentq_worker_busy_seconds_total",
       "agentq_worker_restarts_total",
       "agentq_tasks_overdue",
+      "agentq_tasks_held_by_agent_limit",
+      "agentq_tasks_deferred_total",
       "agentq_webhook_deliveries_total",
       "agentq_webhook_attempts_total",
       "agentq_webhook_attempt_duration_seconds_bucket",
