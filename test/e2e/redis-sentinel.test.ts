@@ -15,7 +15,7 @@ import { sql } from "drizzle-orm";
 import { createTestContext, type TestContext } from "../helpers/app.ts";
 import { eventually, FAST_ENGINE, spawnSupervisor } from "../helpers/engine.ts";
 import { startRedisSentinel, type RedisSentinel } from "../helpers/redisSentinel.ts";
-import { Children, createCorpus, enqueueRetrying as enqueueShared, expectExactlyOnceEffects, loadTasks, mapLimit, waitAllTerminal, type Corpus } from "./support.ts";
+import { Children, createCorpus, enqueueRetrying as enqueueShared, failoverOutcome, mapLimit, type Corpus } from "./support.ts";
 
 let deployment: RedisSentinel;
 let ctx: TestContext;
@@ -85,21 +85,8 @@ test("the primary is SIGKILLed mid-run: the replica is promoted, every task comp
   // Enqueued through the API after the failover: its connection found the new primary by itself.
   const after = await mapLimit(Array.from({ length: 10 }), 4, async () => enqueueRetrying(await corpus.agent({ mode: "slow", ms: 50 })));
 
-  const all = [...before, ...probes, ...after];
-  const final = await waitAllTerminal(ctx, all, 60_000);
-  for (const id of all) expect({ id, status: final.get(id)!.status }).toEqual({ id, status: "completed" });
-  await expectExactlyOnceEffects(ctx, await loadTasks(ctx));
+  const { firstCompletionMs, firstProbeMs } = await failoverOutcome(ctx, { all: [...before, ...probes, ...after], probes, killedAt });
   expect(exited).toBeUndefined();
-
-  // The figures for the runbook: the kill to the first completion after it (a task already running
-  // finishes without Redis), and to the first completion of a probe (the first work through the new primary).
-  const [timing] = await ctx.database.db.execute<{ first_completion_ms: number; first_probe_ms: number }>(sql`
-    select
-      extract(epoch from (min(completed_at) filter (where completed_at > ${killedAt}::timestamptz) - ${killedAt}::timestamptz)) * 1000 as first_completion_ms,
-      extract(epoch from (min(completed_at) filter (where task_id = any(string_to_array(${probes.join(",")}, ','))) - ${killedAt}::timestamptz)) * 1000 as first_probe_ms
-    from background_tasks where status = 'completed'`);
-  const firstCompletionMs = Math.round(Number(timing!.first_completion_ms));
-  const firstProbeMs = Math.round(Number(timing!.first_probe_ms));
   console.log(
     `redis-sentinel failover: ${completedAtKill} of ${before.length} done at the kill; kill -> first completion after it ${firstCompletionMs} ms; ` +
       `kill -> first completion of a task enqueued after it ${firstProbeMs} ms`,

@@ -275,3 +275,24 @@ export async function exitWithin(p: SupervisorProcess, ms: number): Promise<{ co
     clearTimeout(timer);
   }
 }
+
+/**
+ * The end of a Redis failover test: every task completes exactly once, and the figures for the
+ * runbook: the kill to the first completion after it (a task already running finishes without
+ * Redis) and to the first completion of a probe (the first work through the new primary).
+ */
+export async function failoverOutcome(
+  ctx: TestContext,
+  tasks: { all: readonly string[]; probes: readonly string[]; killedAt: string },
+): Promise<{ firstCompletionMs: number; firstProbeMs: number }> {
+  const { all, probes, killedAt } = tasks;
+  const final = await waitAllTerminal(ctx, all, 60_000);
+  for (const id of all) expect({ id, status: final.get(id)!.status }).toEqual({ id, status: "completed" });
+  await expectExactlyOnceEffects(ctx, await loadTasks(ctx));
+  const [timing] = await ctx.database.db.execute<{ first_completion_ms: number; first_probe_ms: number }>(sql`
+    select
+      extract(epoch from (min(completed_at) filter (where completed_at > ${killedAt}::timestamptz) - ${killedAt}::timestamptz)) * 1000 as first_completion_ms,
+      extract(epoch from (min(completed_at) filter (where task_id = any(string_to_array(${probes.join(",")}, ','))) - ${killedAt}::timestamptz)) * 1000 as first_probe_ms
+    from background_tasks where status = 'completed'`);
+  return { firstCompletionMs: Math.round(Number(timing!.first_completion_ms)), firstProbeMs: Math.round(Number(timing!.first_probe_ms)) };
+}
