@@ -64,6 +64,7 @@ import {
   type PgCancel,
 } from "./engine/agentq.ts";
 import { fmtInt, fmtMs, fmtRate, fmtRatio, now, ordinal, pct, table, type Latency } from "./engine/util.ts";
+import { parseFlags, type IntFlags } from "./flags.ts";
 
 // ---------------------------------------------------------------------------
 // Settings
@@ -137,12 +138,8 @@ function parseArgs(args: string[]): Options | string {
     only: new Set(SCENARIOS),
     writeDocs: true,
   };
-  const int = (flag: string, raw: string | undefined, min: number, max: number): number | string => {
-    const n = Number(raw);
-    return Number.isInteger(n) && n >= min && n <= max ? n : `${flag} takes an integer from ${min} to ${max}`;
-  };
   type IntKey = "burn" | "burnRounds" | "tasks" | "rounds" | "workers" | "concurrency" | "clients" | "pickups" | "cancels";
-  const limits: Record<string, [IntKey, number, number]> = {
+  const ints: IntFlags<IntKey> = {
     "--burn": ["burn", 1, 1_000_000],
     "--burn-rounds": ["burnRounds", 1, 20],
     "--tasks": ["tasks", 1, 1_000_000],
@@ -153,23 +150,17 @@ function parseArgs(args: string[]): Options | string {
     "--pickups": ["pickups", 1, 100_000],
     "--cancels": ["cancels", 1, 10_000],
   };
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    if (a === "--no-docs") o.writeDocs = false;
-    else if (a === "--profile") o.profile = true;
-    else if (a === "--only") {
-      const list = (args[++i] ?? "").split(",").filter(Boolean);
-      const bad = list.filter((s) => !(SCENARIOS as readonly string[]).includes(s));
-      if (list.length === 0 || bad.length > 0) return `--only takes a comma-separated list of ${SCENARIOS.join(", ")}`;
-      o.only = new Set(list as Scenario[]);
-    } else {
-      const limit = limits[a];
-      if (!limit) return `unknown flag: ${a}`;
-      const n = int(a, args[++i], limit[1], limit[2]);
-      if (typeof n === "string") return n;
-      o[limit[0]] = n;
-    }
-  }
+  const error = parseFlags(args, ints, (key, n) => (o[key] = n), (flag, value) => {
+    if (flag === "--no-docs") return (o.writeDocs = false), 1;
+    if (flag === "--profile") return (o.profile = true), 1;
+    if (flag !== "--only") return 0;
+    const list = (value ?? "").split(",").filter(Boolean);
+    const bad = list.filter((s) => !(SCENARIOS as readonly string[]).includes(s));
+    if (list.length === 0 || bad.length > 0) return `--only takes a comma-separated list of ${SCENARIOS.join(", ")}`;
+    o.only = new Set(list as Scenario[]);
+    return 2;
+  });
+  if (error) return error;
   return o;
 }
 

@@ -26,6 +26,7 @@ import { upsertTaxonomy } from "../src/db/taxonomy.ts";
 import { WebhookSender } from "../src/webhooks/sender.ts";
 import { doublingSchedule, formatSchedule } from "../src/webhooks/schedule.ts";
 import { bounded, parseCommandLine, writeBenchmarkSection } from "./support.ts";
+import { parseFlags, type IntFlags } from "./flags.ts";
 
 const REDIS_PREFIX = "agentq-bench-webhooks";
 const SECRET = `whsec_${Buffer.from("agentq-bench-webhook-secret-0001").toString("base64")}`;
@@ -56,25 +57,15 @@ const HELP = `usage: bun run bench webhooks [--tasks N] [--rounds R] [--workers 
 
 function parseArgs(args: string[]): Options | string {
   const o: Options = { tasks: 1000, rounds: 3, workers: 4, flaky: 2000, spanMs: 10_000, writeDocs: true };
-  const flags: Record<string, keyof Options> = {
-    "--tasks": "tasks",
-    "--rounds": "rounds",
-    "--workers": "workers",
-    "--flaky": "flaky",
-    "--span-ms": "spanMs",
+  const ints: IntFlags<Exclude<keyof Options, "writeDocs">> = {
+    "--tasks": ["tasks", 1, 1_000_000],
+    "--rounds": ["rounds", 1, 1_000_000],
+    "--workers": ["workers", 1, 1_000_000],
+    "--flaky": ["flaky", 1, 1_000_000],
+    "--span-ms": ["spanMs", 1, 1_000_000],
   };
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    if (a === "--no-docs") {
-      o.writeDocs = false;
-      continue;
-    }
-    const key = flags[a];
-    const n = Number(args[++i]);
-    if (!key) return `unknown flag: ${a}`;
-    if (!Number.isInteger(n) || n < 1 || n > 1_000_000) return `${a} takes a positive integer`;
-    (o[key] as number) = n;
-  }
+  const error = parseFlags(args, ints, (key, n) => (o[key] = n), (flag) => (flag === "--no-docs" ? ((o.writeDocs = false), 1) : 0));
+  if (error) return error;
   return o;
 }
 

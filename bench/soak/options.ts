@@ -1,4 +1,5 @@
 /** The soak test's command line. */
+import { parseFlags, type IntFlags } from "../flags.ts";
 export interface SoakOptions {
   minutes: number;
   burn: number;
@@ -44,7 +45,7 @@ export function parseSoakArgs(args: string[]): SoakOptions | string {
     failPercent: 3,
     writeDocs: true,
   };
-  const flags: Record<string, [Exclude<keyof SoakOptions, "writeDocs">, number, number]> = {
+  const ints: IntFlags<Exclude<keyof SoakOptions, "writeDocs">> = {
     "--minutes": ["minutes", 1, 240],
     "--burn": ["burn", 100, 1_000_000],
     "--workers": ["workers", 1, 64],
@@ -55,18 +56,7 @@ export function parseSoakArgs(args: string[]): SoakOptions | string {
     "--cancel-every": ["cancelEveryS", 1, 600],
     "--fail-percent": ["failPercent", 0, 50],
   };
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    if (a === "--no-docs") {
-      o.writeDocs = false;
-      continue;
-    }
-    const flag = flags[a];
-    if (!flag) return `unknown flag: ${a}`;
-    const n = Number(args[++i]);
-    const [key, min, max] = flag;
-    if (!Number.isInteger(n) || n < min || n > max) return `${a} takes an integer from ${min} to ${max}`;
-    o[key] = n;
-  }
+  const error = parseFlags(args, ints, (key, n) => (o[key] = n), (flag) => (flag === "--no-docs" ? ((o.writeDocs = false), 1) : 0));
+  if (error) return error;
   return o;
 }
