@@ -15,7 +15,7 @@ import type { TaskHandler } from "../../workers/handlers/types.ts";
 import type { WorkerMessage, WorkerSettings } from "../../src/protocol/messages.ts";
 import { requestCancel } from "../../src/db/tasks/cancel.ts";
 import { queueKeys } from "../../src/queue/keys.ts";
-import { redisTargetOf } from "../../src/queue/connection.ts";
+import { actorSettings, gatedHandler } from "../helpers/actors.ts";
 import { pgSleep } from "../fixtures/workers/behaviours.ts";
 
 let ctx: TestContext;
@@ -53,36 +53,7 @@ const historyRows = async (ids: string[]) =>
   (await db().execute<{ n: number }>(sql`select count(*)::int as n from coverage_history where task_id = any(${`{${ids.join(",")}}`}::text[])`))[0]!.n;
 
 /** A handler that waits until the test opens its gate, then returns a canned result; it honours abort. */
-function gated() {
-  const gates = new Map<string, () => void>();
-  const opened = new Set<string>();
-  const handler: TaskHandler = (c) =>
-    new Promise((resolve, reject) => {
-      if (c.signal.aborted) return reject(c.signal.reason);
-      c.signal.addEventListener("abort", () => reject(c.signal.reason), { once: true });
-      const finish = () =>
-        resolve({
-          agent_id: c.agentId,
-          overall_coverage: 50,
-          total_documents: 1,
-          total_chunks: 2,
-          node_coverage: {},
-          version: c.agent.taxonomy_version,
-          calculated_at: new Date().toISOString(),
-        });
-      if (opened.has(c.taskId)) finish();
-      else gates.set(c.taskId, finish);
-    });
-  return {
-    handler,
-    open(ids: string[]) {
-      for (const id of ids) {
-        opened.add(id);
-        gates.get(id)?.();
-      }
-    },
-  };
-}
+const gated = () => gatedHandler({ overall_coverage: 50, total_documents: 1, total_chunks: 2 });
 
 interface Harness {
   actor: Actor;
@@ -100,17 +71,7 @@ function startActor(
   onMessage?: (m: WorkerMessage, actor: Actor) => void,
   override: (deps: OpenActorDeps) => Partial<ActorDeps> = () => ({}),
 ): Harness {
-  const c = ctx.config;
-  const settings: WorkerSettings = {
-    databaseUrl: c.databaseUrl,
-    redis: redisTargetOf(c),
-    redisPrefix: c.redisPrefix,
-    confidenceThreshold: c.confidenceThreshold,
-    defaultTargetDocuments: c.defaultTargetDocuments,
-    leaseMs: 60_000,
-    concurrency,
-    popTimeoutSeconds: 0.2,
-  };
+  const settings = actorSettings(ctx.config, concurrency);
   const workerId = `test-actor-${uuid().slice(0, 8)}`;
   const deps = openActorDeps(workerId, settings);
   const claims: string[][] = [];

@@ -23,9 +23,8 @@ import { maxOverlap } from "../helpers/intervals.ts";
 import { samples } from "../helpers/metrics.ts";
 import { Actor, type ActorDeps } from "../../workers/actor.ts";
 import { openActorDeps } from "../../workers/actorDeps.ts";
-import type { TaskHandler } from "../../workers/handlers/types.ts";
 import type { WorkerMessage } from "../../src/protocol/messages.ts";
-import { redisTargetOf } from "../../src/queue/connection.ts";
+import { actorSettings, gatedHandler } from "../helpers/actors.ts";
 
 let ctx: TestContext;
 let root: string;
@@ -321,46 +320,15 @@ test("through a real engine: an agent limited to 2 never runs more than 2 of its
 
 /** An actor in this process (its real dependencies), running a handler that waits for the test to open each task's gate. */
 function gatedActor(concurrency: number, override: Partial<ActorDeps> = {}) {
-  const gates = new Map<string, () => void>();
-  const opened = new Set<string>();
-  const handler: TaskHandler = (c) =>
-    new Promise((resolve) => {
-      const finish = () =>
-        resolve({
-          agent_id: c.agentId,
-          overall_coverage: 10,
-          total_documents: 1,
-          total_chunks: 1,
-          node_coverage: {},
-          version: c.agent.taxonomy_version,
-          calculated_at: new Date().toISOString(),
-        });
-      if (opened.has(c.taskId)) finish();
-      else gates.set(c.taskId, finish);
-    });
-  const c = ctx.config;
-  const settings = {
-    databaseUrl: c.databaseUrl,
-    redis: redisTargetOf(c),
-    redisPrefix: c.redisPrefix,
-    confidenceThreshold: c.confidenceThreshold,
-    defaultTargetDocuments: c.defaultTargetDocuments,
-    leaseMs: 60_000,
-    concurrency,
-    popTimeoutSeconds: 0.2,
-  };
+  const { handler, open } = gatedHandler({ overall_coverage: 10, total_documents: 1, total_chunks: 1 });
+  const settings = actorSettings(ctx.config, concurrency);
   const deps = openActorDeps(`limit-actor-${uuid().slice(0, 8)}`, settings);
   const messages: WorkerMessage[] = [];
   const actor = new Actor("limit-actor", settings, handler, { send: (m) => void messages.push(m) }, { ...deps, ...override });
   const running = actor.run();
   return {
     messages,
-    open(ids: string[]) {
-      for (const id of ids) {
-        opened.add(id);
-        gates.get(id)?.();
-      }
-    },
+    open,
     started: () => messages.flatMap((m) => (m.type === "started" ? [m.taskId] : [])),
     async stop() {
       actor.handle({ type: "drain" });
