@@ -32,7 +32,7 @@ describe("NODE_ENV=production is set", () => {
 test("CI runs the bad-input and fuzz tests in production mode before the main test run", async () => {
   const lines = (await text(".ci/run")).split("\n").map((line) => line.trim());
   const production = lines.findIndex((line) => line.startsWith("NODE_ENV=production bun test "));
-  const main = lines.indexOf("bun test --coverage");
+  const main = lines.indexOf("bun run test:coverage");
   expect(production).toBeGreaterThan(-1);
   expect(lines[production]).toContain("test/integration/bad-input.test.ts");
   expect(lines[production]).toContain("test/integration/fuzz.test.ts");
