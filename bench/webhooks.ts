@@ -164,7 +164,7 @@ async function prepare(opts: Options): Promise<Bench> {
 }
 
 async function reset(b: Bench) {
-  await b.runtime.database.sql`truncate background_tasks, coverage_history, webhook_deliveries, webhook_outbox`;
+  await b.runtime.database.sql`truncate background_tasks, task_attempts, coverage_history, webhook_deliveries, webhook_outbox`;
   b.finished = 0;
 }
 

@@ -141,7 +141,7 @@ export async function prepareAgentq(url: string, redisUrl: string, redisPrefix: 
 }
 
 export async function resetTasks(q: Agentq): Promise<void> {
-  await q.runtime.database.sql`truncate background_tasks, coverage_history, webhook_deliveries, webhook_outbox`;
+  await q.runtime.database.sql`truncate background_tasks, task_attempts, coverage_history, webhook_deliveries, webhook_outbox`;
 }
 
 export async function enqueueLibrary(q: Agentq, i: number): Promise<string> {
