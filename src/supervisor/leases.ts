@@ -3,8 +3,10 @@
  *
  * Renewal runs every third of a lease and is single-flight: while PostgreSQL
  * hangs, ticks are skipped instead of piling up statements. A lease that
- * matched no row is lost (the task was cancelled, deleted with its agent, or
- * taken over after our lease lapsed): its holder is told at once.
+ * matched no row is gone (the task was cancelled, deleted with its agent,
+ * taken over after our lease lapsed, or it ended while the renewal was in
+ * flight): its holder is told at once, with the task's status, which tells
+ * a real loss from the others.
  *
  * The capacity heartbeat has a timer of its own and touches only Redis, so it
  * goes on while PostgreSQL is down (and the other way round).
@@ -15,6 +17,7 @@ import type { Database } from "../db/client.ts";
 import { renewLeases } from "../db/tasks/leases.ts";
 import { publishCapacity, withdrawCapacity, type Capacity } from "../queue/capacity.ts";
 import type { QueueKeys } from "../queue/keys.ts";
+import type { TaskStatus } from "../core/tasks.ts";
 
 export interface HeldLease {
   taskId: string;
@@ -35,7 +38,8 @@ export class LeaseKeeper {
       logger: Logger;
       leaseMs: number;
       held: () => HeldLease[];
-      onLost: (leaseTokens: Set<string>) => void;
+      /** Lost leases, by token, with their task's status as the renewal found it (null: no such task). */
+      onLost: (lost: Map<string, TaskStatus | null>) => void;
     },
   ) {}
 
@@ -57,10 +61,8 @@ export class LeaseKeeper {
     const leases = this.deps.held();
     if (leases.length === 0) return;
     try {
-      const { renewedTokens } = await renewLeases(this.deps.database.db, leases, this.deps.leaseMs);
-      const kept = new Set(renewedTokens);
-      const lost = new Set(leases.filter((l) => !kept.has(l.leaseToken)).map((l) => l.leaseToken));
-      if (lost.size > 0) this.deps.onLost(lost);
+      const { lost } = await renewLeases(this.deps.database.db, leases, this.deps.leaseMs);
+      if (lost.length > 0) this.deps.onLost(new Map(lost.map((l) => [l.leaseToken, l.status])));
     } catch (error) {
       this.deps.logger.warn({ err: error }, "lease renewal failed; retrying");
     }

@@ -25,7 +25,7 @@ import { subscribeCancels } from "../queue/cancelBus.ts";
 import { redisTargetOf } from "../queue/connection.ts";
 import { assertNever, type WorkerMessage, type WorkerSettings } from "../protocol/messages.ts";
 import type { Config } from "../config.ts";
-import type { Priority, TaskStatus } from "../core/tasks.ts";
+import { isTerminal, type Priority, type TaskStatus } from "../core/tasks.ts";
 import { createMetrics, type Metrics, type MetricSources } from "../metrics/registry.ts";
 import { TaskTelemetry, type TaskRef } from "../metrics/taskEvents.ts";
 import { WorkerPool, type RunningTask, type Slot } from "./pool.ts";
@@ -345,12 +345,21 @@ export class Supervisor {
     this.earlyCancels.set(taskId, now + EARLY_CANCEL_MS);
   }
 
-  private leasesLost(tokens: Set<string>) {
-    for (const { slot, task } of this.allTasks())
-      if (tokens.has(task.leaseToken)) {
-        this.options.logger.warn({ task_id: task.taskId, worker_id: slot.id }, "lease lost; stopping the task");
-        this.stopTask(slot, task, "lease_lost");
-      }
+  /**
+   * Every task whose lease the renewal missed is stopped. Only a real loss is a warning: a lease
+   * also goes when the task ends (its settle committed while the renewal was in flight; its
+   * ending's message is on the way) or is cancelled (the cancel's message is on the way).
+   */
+  private leasesLost(lost: Map<string, TaskStatus | null>) {
+    for (const { slot, task } of this.allTasks()) {
+      if (!lost.has(task.leaseToken)) continue;
+      const status = lost.get(task.leaseToken) ?? null;
+      const ref = { task_id: task.taskId, worker_id: slot.id, status };
+      if (status === "cancelled") this.options.logger.info(ref, "lease gone: the task was cancelled; stopping it");
+      else if (status !== null && isTerminal(status)) this.options.logger.debug(ref, "lease gone: the task has just ended");
+      else this.options.logger.warn(ref, "lease lost; stopping the task");
+      this.stopTask(slot, task, "lease_lost");
+    }
   }
 
   /**

@@ -12,6 +12,7 @@ import { insertTask } from "../../src/db/tasks/enqueue.ts";
 import { claimTask } from "../../src/db/tasks/claims.ts";
 import { CapacityHeartbeat, LeaseKeeper } from "../../src/supervisor/leases.ts";
 import { queueKeys } from "../../src/queue/keys.ts";
+import type { TaskStatus } from "../../src/core/tasks.ts";
 
 let ctx: TestContext;
 let agentId: string;
@@ -33,7 +34,7 @@ const renewalsInFlight = async () =>
 test("while PostgreSQL hangs, lease renewals do not pile up and the capacity heartbeat goes on", async () => {
   const { task } = await insertTask(ctx.database.db, taskInput(agentId));
   const claim = (await claimTask(ctx.database.db, task.task_id, "w1", 60_000))!;
-  const lost: Set<string>[] = [];
+  const lost: Map<string, TaskStatus | null>[] = [];
   const keeper = new LeaseKeeper({
     database: ctx.database,
     logger: ctx.logger,
@@ -75,10 +76,14 @@ test("while PostgreSQL hangs, lease renewals do not pile up and the capacity hea
   expect(await ctx.redis.hget(queueKeys(ctx.config.redisPrefix).capacity, "sup-test")).toBeNull();
 });
 
-test("a lease that matched no row is reported lost, by token", async () => {
+test("a lease that matched no row is reported lost, by token, with what became of its task", async () => {
   const { task } = await insertTask(ctx.database.db, taskInput(agentId));
   const claim = (await claimTask(ctx.database.db, task.task_id, "w1", 60_000))!;
-  const lost: Set<string>[] = [];
+  // A task whose ending committed just before the renewal: its lease is gone, and it says so.
+  const { task: other } = await insertTask(ctx.database.db, taskInput(agentId));
+  const ended = (await claimTask(ctx.database.db, other.task_id, "w1", 60_000))!;
+  await ctx.database.db.execute(sql`update background_tasks set status = 'completed', lease_token = null where task_id = ${ended.taskId}`);
+  const lost: Map<string, TaskStatus | null>[] = [];
   const stale = uuid();
   const keeper = new LeaseKeeper({
     database: ctx.database,
@@ -87,9 +92,15 @@ test("a lease that matched no row is reported lost, by token", async () => {
     held: () => [
       { taskId: claim.taskId, leaseToken: claim.leaseToken },
       { taskId: claim.taskId, leaseToken: stale },
+      { taskId: ended.taskId, leaseToken: ended.leaseToken },
     ],
     onLost: (tokens) => lost.push(tokens),
   });
   await keeper.tick();
-  expect(lost).toEqual([new Set([stale])]);
+  expect(lost).toEqual([
+    new Map<string, TaskStatus | null>([
+      [stale, "running"],
+      [ended.leaseToken, "completed"],
+    ]),
+  ]);
 });

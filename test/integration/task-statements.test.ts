@@ -210,21 +210,29 @@ test("expired leases are requeued, or failed after the last attempt; a cancelled
   expect((await getTask(db(), healthy.taskId))?.status).toBe("running");
 });
 
-test("lease renewal extends only matching leases; a cancelled task's lease is lost", async () => {
+test("lease renewal extends only matching leases; a cancelled task's lease is lost, and each lost lease says its task's status", async () => {
   const a = await running();
   const b = await running();
   await requestCancel(db(), b.taskId);
+  const stale = uuid();
   const renewed = await renewLeases(
     db(),
     [
       { taskId: a.taskId, leaseToken: a.leaseToken },
       { taskId: b.taskId, leaseToken: b.leaseToken },
-      { taskId: a.taskId, leaseToken: uuid() },
+      { taskId: a.taskId, leaseToken: stale },
     ],
     60_000,
   );
   expect(renewed.renewedTokens).toEqual([a.leaseToken]);
-  expect(await renewLeases(db(), [], 1000)).toEqual({ renewedTokens: [] });
+  // Each lost lease says what became of its task: b was cancelled; a still runs, under another lease.
+  expect(new Map(renewed.lost.map((l) => [l.leaseToken, l.status]))).toEqual(
+    new Map([
+      [b.leaseToken, "cancelled"],
+      [stale, "running"],
+    ]),
+  );
+  expect(await renewLeases(db(), [], 1000)).toEqual({ renewedTokens: [], lost: [] });
 });
 
 test("stale pending tasks are listed oldest first; fresh ones are not", async () => {
