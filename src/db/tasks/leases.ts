@@ -23,8 +23,10 @@ export async function recordProgress(db: DbOrTx, taskId: string, leaseToken: str
  * (by token: the same task may be held under an old lease and, after a retry, a new one). A lease
  * missing from the answer is lost: the task was cancelled (a cancel clears the lease), deleted,
  * or taken over after the lease lapsed, or it just ended: its settle committed while this
- * statement was in flight. `lost` says which, by the task's status as this statement found it
- * (null: no such task).
+ * statement was in flight, or while the statement waited for the settle's row locks. `lost` says
+ * which, by the task's status read after the renewal (null: no such task). That second read
+ * runs only when a lease was missed, and must be a statement of its own: the renewal's own
+ * snapshot predates a settle it waited for, and would still show the task running.
  */
 export async function renewLeases(
   db: DbOrTx,
@@ -32,26 +34,25 @@ export async function renewLeases(
   leaseMs: number,
 ): Promise<{ renewedTokens: string[]; lost: { leaseToken: string; status: TaskStatus | null }[] }> {
   if (leases.length === 0) return { renewedTokens: [], lost: [] };
-  const rows = await queryPrepared<{ lease_token: string; renewed: boolean; status: TaskStatus | null }>(
+  const rows = await queryPrepared<{ lease_token: string }>(
     db,
     sql`
-    with x as (
-      select * from jsonb_to_recordset(${JSON.stringify(leases.map((l) => ({ task_id: l.taskId, lease_token: l.leaseToken })))}::jsonb)
-        as x(task_id text, lease_token uuid)),
-    renewed as (
-      update background_tasks t
-      set lease_expires_at = now() + ${leaseMs}::int * interval '1 millisecond'
-      from x
-      where t.task_id = any(${toPgArray(leases.map((l) => l.taskId))}::text[])
-        and t.task_id = x.task_id and t.lease_token = x.lease_token and t.status = 'running'
-      returning t.lease_token)
-    -- The rows not renewed as they were before this statement (a CTE's update is not visible here).
-    select x.lease_token::text as lease_token, r.lease_token is not null as renewed, t.status
-    from x left join renewed r on r.lease_token = x.lease_token
-      left join background_tasks t on t.task_id = x.task_id and r.lease_token is null`,
+    update background_tasks t
+    set lease_expires_at = now() + ${leaseMs}::int * interval '1 millisecond'
+    from jsonb_to_recordset(${JSON.stringify(leases.map((l) => ({ task_id: l.taskId, lease_token: l.leaseToken })))}::jsonb)
+         as x(task_id text, lease_token uuid)
+    where t.task_id = any(${toPgArray(leases.map((l) => l.taskId))}::text[])
+      and t.task_id = x.task_id and t.lease_token = x.lease_token and t.status = 'running'
+    returning t.lease_token`,
   );
-  return {
-    renewedTokens: rows.filter((r) => r.renewed).map((r) => r.lease_token),
-    lost: rows.filter((r) => !r.renewed).map((r) => ({ leaseToken: r.lease_token, status: r.status })),
-  };
+  const renewedTokens = rows.map((r) => r.lease_token);
+  const renewed = new Set(renewedTokens);
+  const missed = leases.filter((l) => !renewed.has(l.leaseToken));
+  if (missed.length === 0) return { renewedTokens, lost: [] };
+  const now = await queryPrepared<{ task_id: string; status: TaskStatus }>(
+    db,
+    sql`select task_id, status from background_tasks where task_id = any(${toPgArray(missed.map((l) => l.taskId))}::text[])`,
+  );
+  const statusOf = new Map(now.map((r) => [r.task_id, r.status]));
+  return { renewedTokens, lost: missed.map((l) => ({ leaseToken: l.leaseToken, status: statusOf.get(l.taskId) ?? null })) };
 }
