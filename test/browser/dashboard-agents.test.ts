@@ -5,18 +5,16 @@
  * chosen), the gaps with their node labels, and the schedule editor.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import type { Browser, Page } from "playwright-core";
+import type { Page } from "playwright-core";
 import { sql } from "drizzle-orm";
-import { createTestContext, TEST_API_KEY, type TestContext } from "../helpers/app.ts";
+import { createTestContext, type TestContext } from "../helpers/app.ts";
 import { eventually, FAST_ENGINE, startTestEngine, type TestEngine } from "../helpers/engine.ts";
 import { postAgent, postDocument, postTaxonomy, uuid } from "../helpers/fixtures.ts";
-import { launchBrowser, offlineContext, pageFaults, screenshot, serve, signInThroughForm, useTimerImmediates, type OfflineContext, type Served } from "./support.ts";
+import { type SignedInDashboard, openSignedInDashboard, pageFaults, screenshot, useTimerImmediates } from "./support.ts";
 
 let ctx: TestContext;
 let engine: TestEngine;
-let served: Served;
-let browser: Browser;
-let offline: OfflineContext;
+let dashboard: SignedInDashboard;
 let page: Page;
 let immediates: { restore(): void } | undefined;
 let agentId: string;
@@ -49,17 +47,12 @@ beforeAll(async () => {
     if (res.status !== 200) throw new Error(`refresh: ${res.status} ${res.text}`);
   }
   engine = await startTestEngine(ctx, { workers: 1, concurrency: 2 });
-  served = serve(ctx);
-  browser = await launchBrowser();
-  offline = await offlineContext(browser, served.url);
-  page = await offline.newPage();
-  await signInThroughForm(page, TEST_API_KEY, "/dashboard/agents");
+  dashboard = await openSignedInDashboard(ctx, "/dashboard/agents");
+  page = dashboard.page;
 }, 30_000);
 
 afterAll(async () => {
-  await offline?.close();
-  await browser?.close();
-  await served?.stop();
+  await dashboard?.close();
   await engine?.stop();
   await ctx?.close();
   immediates?.restore();
@@ -167,7 +160,7 @@ describe("agent pages", () => {
     await card.locator('[data-action="delete-schedule"]').click();
     await card.getByText("No schedule").waitFor();
     expect((await ctx.request("GET", `agents/${agentId}/schedule`)).status).toBe(404);
-    expect(pageFaults(offline.errors)).toEqual([]);
-    expect(offline.external).toEqual([]);
+    expect(pageFaults(dashboard.offline.errors)).toEqual([]);
+    expect(dashboard.offline.external).toEqual([]);
   }, 30_000);
 });

@@ -4,16 +4,14 @@
  * own CSRF token, is refused with 403 and changes nothing.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import type { Browser, Page } from "playwright-core";
-import { createTestContext, TEST_API_KEY, type TestContext } from "../helpers/app.ts";
+import type { Page } from "playwright-core";
+import { createTestContext, type TestContext } from "../helpers/app.ts";
 import { taskStatus } from "../helpers/engine.ts";
 import { postAgent, postDocument, postTaxonomy, uuid } from "../helpers/fixtures.ts";
-import { launchBrowser, offlineContext, pageFaults, screenshot, serve, signInThroughForm, useTimerImmediates, type OfflineContext, type Served } from "./support.ts";
+import { type SignedInDashboard, openSignedInDashboard, pageFaults, screenshot, useTimerImmediates } from "./support.ts";
 
 let ctx: TestContext;
-let served: Served;
-let browser: Browser;
-let offline: OfflineContext;
+let dashboard: SignedInDashboard;
 let page: Page;
 let immediates: { restore(): void } | undefined;
 let agentId: string;
@@ -29,17 +27,12 @@ beforeAll(async () => {
   agentId = (await postAgent(ctx, { name: "watched", taxonomy_node_ids: [root] })).agent_id;
   await ctx.request("POST", `agents/${agentId}/coverage/refresh?background=false`);
   taskId = (await ctx.request("POST", `agents/${agentId}/coverage/refresh`, { body: {} })).body.task_id;
-  served = serve(ctx);
-  browser = await launchBrowser();
-  offline = await offlineContext(browser, served.url);
-  page = await offline.newPage();
-  await signInThroughForm(page, TEST_API_KEY);
+  dashboard = await openSignedInDashboard(ctx);
+  page = dashboard.page;
 }, 30_000);
 
 afterAll(async () => {
-  await offline?.close();
-  await browser?.close();
-  await served?.stop();
+  await dashboard?.close();
   await ctx?.close();
   immediates?.restore();
 });
@@ -68,8 +61,8 @@ describe("read-only dashboard", () => {
       expect({ path, dataActions: await page.locator("[data-action]").count() }).toEqual({ path, dataActions: 0 });
       if (path === "/dashboard/tasks") await screenshot(page, "dashboard-read-only");
     }
-    expect(pageFaults(offline.errors)).toEqual([]);
-    expect(offline.external).toEqual([]);
+    expect(pageFaults(dashboard.offline.errors)).toEqual([]);
+    expect(dashboard.offline.external).toEqual([]);
   }, 30_000);
 
   test("an action forged from the page, with its own CSRF token, is refused with 403 and changes nothing", async () => {

@@ -5,19 +5,17 @@
  * retrying from the UI creates new tasks that complete, and the overview counts the queue.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import type { Browser, Page } from "playwright-core";
+import type { Page } from "playwright-core";
 import { sql } from "drizzle-orm";
-import { createTestContext, TEST_API_KEY, type TestContext } from "../helpers/app.ts";
+import { createTestContext, type TestContext } from "../helpers/app.ts";
 import { eventually, FAST_ENGINE, startTestEngine, taskStatus, waitForStatus, type TestEngine } from "../helpers/engine.ts";
 import { postAgent, postDocument, postTaxonomy, uuid } from "../helpers/fixtures.ts";
 import { FIXTURE_WORKERS } from "../fixtures/workers/index.ts";
-import { useTimerImmediates, launchBrowser, offlineContext, pageFaults, screenshot, serve, signInThroughForm, type OfflineContext, type Served } from "./support.ts";
+import { type SignedInDashboard, openSignedInDashboard, pageFaults, screenshot, useTimerImmediates } from "./support.ts";
 
 let ctx: TestContext;
 let engine: TestEngine;
-let served: Served;
-let browser: Browser;
-let offline: OfflineContext;
+let dashboard: SignedInDashboard;
 let page: Page;
 let root: string;
 
@@ -43,17 +41,12 @@ beforeAll(async () => {
   await postTaxonomy(ctx, "1", [{ node_id: root, label: "root" }]);
   await postDocument(ctx, { mappings: [{ node_id: root, version: "1", confidence: 0.9 }] });
   engine = await startTestEngine(ctx, { workers: 2, concurrency: 4, workerUrl: FIXTURE_WORKERS.scripted });
-  served = serve(ctx);
-  browser = await launchBrowser();
-  offline = await offlineContext(browser, served.url);
-  page = await offline.newPage();
-  await signInThroughForm(page, TEST_API_KEY);
+  dashboard = await openSignedInDashboard(ctx);
+  page = dashboard.page;
 }, 30_000);
 
 afterAll(async () => {
-  await offline?.close();
-  await browser?.close();
-  await served?.stop();
+  await dashboard?.close();
   await engine?.stop();
   await ctx?.close();
   immediates?.restore();
@@ -200,7 +193,7 @@ describe("task pages", () => {
     expect(await page.locator('[data-stat="failure-rate"] .stat-value').textContent()).toMatch(/%$/);
     await screenshot(page, "dashboard-overview");
     for (const id of [...running, ...pending]) await ctx.request("DELETE", `tasks/${id}`);
-    expect(pageFaults(offline.errors)).toEqual([]);
-    expect(offline.external).toEqual([]);
+    expect(pageFaults(dashboard.offline.errors)).toEqual([]);
+    expect(dashboard.offline.external).toEqual([]);
   }, 30_000);
 });

@@ -4,19 +4,17 @@
  * webhook sender posting to a real receiver on loopback.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import type { Browser, Page } from "playwright-core";
-import { createTestContext, TEST_API_KEY, type TestContext } from "../helpers/app.ts";
+import type { Page } from "playwright-core";
+import { createTestContext, type TestContext } from "../helpers/app.ts";
 import { eventually } from "../helpers/engine.ts";
 import { postAgent, postDocument, postTaxonomy, uuid } from "../helpers/fixtures.ts";
 import { startReceiver, type Receiver } from "../helpers/receiver.ts";
 import { WebhookSender } from "../../src/webhooks/sender.ts";
 import { createLogger } from "../../src/logger.ts";
-import { launchBrowser, offlineContext, pageFaults, screenshot, serve, signInThroughForm, useTimerImmediates, type OfflineContext, type Served } from "./support.ts";
+import { type SignedInDashboard, openSignedInDashboard, pageFaults, screenshot, useTimerImmediates } from "./support.ts";
 
 let ctx: TestContext;
-let served: Served;
-let browser: Browser;
-let offline: OfflineContext;
+let dashboard: SignedInDashboard;
 let page: Page;
 let sender: WebhookSender;
 let receiver: Receiver;
@@ -30,17 +28,12 @@ beforeAll(async () => {
   receiver = startReceiver([], () => answer);
   sender = new WebhookSender({ config: ctx.config, database: ctx.database, logger: createLogger("silent"), sweepEveryMs: 200 });
   await sender.start();
-  served = serve(ctx);
-  browser = await launchBrowser();
-  offline = await offlineContext(browser, served.url);
-  page = await offline.newPage();
-  await signInThroughForm(page, TEST_API_KEY);
+  dashboard = await openSignedInDashboard(ctx);
+  page = dashboard.page;
 }, 30_000);
 
 afterAll(async () => {
-  await offline?.close();
-  await browser?.close();
-  await served?.stop();
+  await dashboard?.close();
   await sender?.stop();
   receiver?.stop();
   await ctx?.close();
@@ -79,7 +72,7 @@ describe("webhook of a task", () => {
     const ids = receiver.requests.map((r) => r.headers["webhook-id"]);
     expect(ids).toHaveLength(2);
     expect(ids[0]).toBe(ids[1]!);
-    expect(pageFaults(offline.errors)).toEqual([]);
-    expect(offline.external).toEqual([]);
+    expect(pageFaults(dashboard.offline.errors)).toEqual([]);
+    expect(dashboard.offline.external).toEqual([]);
   }, 30_000);
 });

@@ -9,7 +9,7 @@
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
-import type { TestContext } from "../helpers/app.ts";
+import { TEST_API_KEY, type TestContext } from "../helpers/app.ts";
 import { listenOptions } from "../../src/api/app.ts";
 
 /**
@@ -144,4 +144,29 @@ export async function signInThroughForm(page: Page, key: string, path = "/dashbo
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.waitForURL((url) => url.pathname === path.split("?")[0]);
   await page.locator(".topbar").waitFor();
+}
+
+/** The app served, an offline Chromium context, and a page signed in through the form. */
+export interface SignedInDashboard {
+  offline: OfflineContext;
+  page: Page;
+  /** Closes the context and the browser, and stops serving the app. */
+  close(): Promise<void>;
+}
+
+export async function openSignedInDashboard(ctx: TestContext, path = "/dashboard"): Promise<SignedInDashboard> {
+  const served = serve(ctx);
+  const browser = await launchBrowser();
+  const offline = await offlineContext(browser, served.url);
+  const page = await offline.newPage();
+  await signInThroughForm(page, TEST_API_KEY, path);
+  return {
+    offline,
+    page,
+    async close() {
+      await offline.close();
+      await browser.close();
+      await served.stop();
+    },
+  };
 }
