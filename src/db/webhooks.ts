@@ -175,17 +175,7 @@ export async function getDelivery(db: DbOrTx, taskId: string): Promise<DeliveryV
     where task_id = ${taskId} order by attempt`);
   return {
     task_id: String(row.task_id),
-    webhook_id: String(row.webhook_id),
-    url: String(row.url),
-    status: row.status as DeliveryStatus,
-    // A release before dead_reason (rolled back to) may leave one on a restarted row.
-    dead_reason: row.status === "dead" ? ((row.dead_reason as DeadReason | null) ?? null) : null,
-    attempts: Number(row.attempts),
-    next_attempt_at: row.status === "pending" ? toIsoOrNull(row.next_attempt_at as string | null) : null,
-    last_status_code: row.last_status_code === null ? null : Number(row.last_status_code),
-    last_error: (row.last_error as string | null) ?? null,
-    created_at: toIso(row.created_at as string),
-    delivered_at: toIsoOrNull(row.delivered_at as string | null),
+    ...outboxFields(row),
     attempt_log: attempts.map((a) => ({
       attempt: Number(a.attempt),
       status_code: a.status_code === null ? null : Number(a.status_code),
@@ -273,17 +263,8 @@ export async function listDeliveries(
     deliveries: shown.map((row) => ({
       task_id: row.task_id,
       agent_id: String(row.agent_id),
-      webhook_id: String(row.webhook_id),
-      url: String(row.url),
-      status: row.status as DeliveryStatus,
-      dead_reason: row.status === "dead" ? ((row.dead_reason as DeadReason | null) ?? null) : null,
-      attempts: Number(row.attempts),
-      next_attempt_at: row.status === "pending" ? toIsoOrNull(row.next_attempt_at as string | null) : null,
-      last_status_code: row.last_status_code === null ? null : Number(row.last_status_code),
-      last_error: (row.last_error as string | null) ?? null,
-      created_at: toIso(row.created_at as string),
+      ...outboxFields(row),
       updated_at: toIso(row.updated_at as string),
-      delivered_at: toIsoOrNull(row.delivered_at as string | null),
     })),
     next: more && last ? { createdAt: last.position_at, taskId: last.task_id } : null,
   };
@@ -325,4 +306,21 @@ export async function restartDeliveries(
     from (select 1) one left join restarted r on true
     order by r.created_at, r.task_id`);
   return { taskIds: rows.flatMap((r) => (r.task_id === null ? [] : [r.task_id])), more: rows[0]?.more ?? false };
+}
+
+/** A webhook_outbox row's fields as the API shows them (the delivery view and the listing). */
+function outboxFields(row: Record<string, unknown>) {
+  return {
+    webhook_id: String(row.webhook_id),
+    url: String(row.url),
+    status: row.status as DeliveryStatus,
+    // A release before dead_reason (rolled back to) may leave one on a restarted row.
+    dead_reason: row.status === "dead" ? ((row.dead_reason as DeadReason | null) ?? null) : null,
+    attempts: Number(row.attempts),
+    next_attempt_at: row.status === "pending" ? toIsoOrNull(row.next_attempt_at as string | null) : null,
+    last_status_code: row.last_status_code === null ? null : Number(row.last_status_code),
+    last_error: (row.last_error as string | null) ?? null,
+    created_at: toIso(row.created_at as string),
+    delivered_at: toIsoOrNull(row.delivered_at as string | null),
+  };
 }
