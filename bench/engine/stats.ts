@@ -67,8 +67,8 @@ export interface DbProfile {
 export class StatsReader {
   private readonly admin: postgres.Sql;
   private readonly perDb = new Map<string, postgres.Sql>();
-  /** Null until probed; false when pg_stat_statements is not loaded on this server. */
-  private statementsAvailable: boolean | null = null;
+  /** Per database, once probed: false when pg_stat_statements cannot be read there. */
+  private readonly statementsAvailable = new Map<string, boolean>();
   statementsNote = "";
 
   constructor(private readonly serverUrl: string) {
@@ -125,22 +125,23 @@ export class StatsReader {
 
   /** Whether pg_stat_statements can be read (the extension is created in `database` if missing). */
   async probeStatements(database: string): Promise<boolean> {
-    if (this.statementsAvailable !== null) return this.statementsAvailable;
+    const known = this.statementsAvailable.get(database);
+    if (known !== undefined) return known;
     const sql = this.db(database);
     try {
       await sql`create extension if not exists pg_stat_statements`;
       await sql`select 1 from pg_stat_statements limit 1`;
-      this.statementsAvailable = true;
+      this.statementsAvailable.set(database, true);
       this.statementsNote = "pg_stat_statements is loaded: per-statement calls and time are shown";
     } catch (error) {
-      this.statementsAvailable = false;
+      this.statementsAvailable.set(database, false);
       const [s] = await this.admin<{ v: string }[]>`select current_setting('shared_preload_libraries') as v`;
       this.statementsNote =
         `pg_stat_statements is not loaded on this server (shared_preload_libraries = '${s?.v ?? ""}'; ` +
         `${error instanceof Error ? error.message : String(error)}); loading it needs a server restart, which the benchmark never does, ` +
         "so statements are profiled from pg_stat_database, pg_stat_user_tables and pg_stat_activity samples instead";
     }
-    return this.statementsAvailable;
+    return this.statementsAvailable.get(database) ?? false;
   }
 
   async statements(database: string): Promise<StatementCounters[]> {

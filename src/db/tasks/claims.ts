@@ -9,6 +9,7 @@ import type { DbOrTx } from "../client.ts";
 import type { Priority } from "../../core/tasks.ts";
 import { queryPrepared } from "../prepared.ts";
 import { toPgArray } from "../taxonomy.ts";
+import { fetchedStatusIs } from "./byId.ts";
 
 export interface Claim {
   taskId: string;
@@ -97,11 +98,11 @@ export async function claimBatch(db: DbOrTx, taskIds: readonly string[], owner: 
     with c as materialized (
       select t.task_id, t.agent_id, t.priority, a.max_concurrent_refreshes is not null as limited, a.taxonomy_node_ids, a.taxonomy_version
       from background_tasks t join agents a on a.agent_id = t.agent_id
-      where t.task_id = any(${toPgArray(taskIds)}::text[]) and t.status = 'pending' and not t.cancellation_requested),
+      where t.task_id = any(${toPgArray(taskIds)}::text[]) and ${fetchedStatusIs("t", "pending")} and not t.cancellation_requested),
     claimed as (
       update background_tasks t set ${claimAssignments(owner, leaseMs)}
       from c
-      where t.task_id = c.task_id and not c.limited and t.status = 'pending' and not t.cancellation_requested
+      where t.task_id = c.task_id and not c.limited and ${fetchedStatusIs("t", "pending")} and not t.cancellation_requested
       returning ${claimedColumns("c")}, false as limited, 0::float8 as score)
     select * from claimed
     union all

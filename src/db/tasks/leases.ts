@@ -6,6 +6,7 @@ import type { DbOrTx } from "../client.ts";
 import { queryPrepared } from "../prepared.ts";
 import { toPgArray } from "../taxonomy.ts";
 import type { TaskStatus } from "../../core/tasks.ts";
+import { fetchedStatusIs } from "./byId.ts";
 
 export async function recordProgress(db: DbOrTx, taskId: string, leaseToken: string, percent: number): Promise<boolean> {
   const rows = await queryPrepared(
@@ -42,7 +43,7 @@ export async function renewLeases(
     from jsonb_to_recordset(${JSON.stringify(leases.map((l) => ({ task_id: l.taskId, lease_token: l.leaseToken })))}::jsonb)
          as x(task_id text, lease_token uuid)
     where t.task_id = any(${toPgArray(leases.map((l) => l.taskId))}::text[])
-      and t.task_id = x.task_id and t.lease_token = x.lease_token and t.status = 'running'
+      and t.task_id = x.task_id and t.lease_token = x.lease_token and ${fetchedStatusIs("t", "running")}
     returning t.lease_token`,
   );
   const renewedTokens = rows.map((r) => r.lease_token);

@@ -10,6 +10,7 @@ import { endingAssignments } from "./settle.ts";
 import { recordRequeuedAttempts, requeuedAttemptColumns } from "./attempts.ts";
 import { toPgArray } from "../taxonomy.ts";
 import { endingFor } from "../../core/settle.ts";
+import { fetchedStatusIs } from "./byId.ts";
 
 /**
  * Running tasks whose lease has lapsed (owner gone) end as the settle module says of a lapsed
@@ -93,7 +94,7 @@ export async function stalePendingTasks(
 export async function stillPending(db: DbOrTx, taskIds: readonly string[]): Promise<Set<string>> {
   if (taskIds.length === 0) return new Set();
   const rows = await db.execute<{ task_id: string }>(sql`
-    select task_id from background_tasks where task_id = any(${toPgArray(taskIds)}::text[]) and status = 'pending'`);
+    select t.task_id from background_tasks t where t.task_id = any(${toPgArray(taskIds)}::text[]) and ${fetchedStatusIs("t", "pending")}`);
   return new Set(rows.map((r) => r.task_id));
 }
 

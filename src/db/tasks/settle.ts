@@ -18,6 +18,7 @@ import { queryPrepared } from "../prepared.ts";
 import { toIso } from "../values.ts";
 import { toPgArray } from "../taxonomy.ts";
 import { recordRequeuedAttempts, requeuedAttemptColumns } from "./attempts.ts";
+import { fetchedStatusIs } from "./byId.ts";
 
 export interface Settling {
   taskId: string;
@@ -106,7 +107,7 @@ export async function settleTasks(db: DbOrTx, batch: readonly Settling[]): Promi
       from input i
       -- The id list lets the planner fetch the rows by primary key (it cannot see into the jsonb).
       where t.task_id = any(${toPgArray(batch.map((b) => b.taskId))}::text[])
-        and t.task_id = i.task_id and t.status = 'running' and t.lease_token = i.lease_token
+        and t.task_id = i.task_id and ${fetchedStatusIs("t", "running")} and t.lease_token = i.lease_token
       returning t.task_id, t.agent_id, i.lease_token, t.status, t.priority, t.created_at, t.attempt, t.error,
         i.overall_coverage, i.total_documents, i.total_chunks, i.version, i.calculated_at, ${requeuedAttemptColumns}
     ),
