@@ -63,6 +63,7 @@ import {
   type AgentqE2e,
   type PgCancel,
 } from "./engine/agentq.ts";
+import type { ProfileSummary } from "./engine/threadProfile.ts";
 import { fmtInt, fmtMs, fmtRate, fmtRatio, now, ordinal, pct, table, type Latency } from "./engine/util.ts";
 import { parseFlags, type IntFlags } from "./flags.ts";
 
@@ -337,6 +338,36 @@ async function machineFacts(q: Agentq, graphileSchema: string): Promise<Machine>
 // Report
 
 const perTask = (x: number, tasks: number, digits = 2) => (x / tasks).toFixed(digits);
+
+function statementTable(statements: readonly StatementCounters[], tasks: number): string[] {
+  return table(
+    ["statement", "calls/task", "rows/call", "ms/call", "ms/task"],
+    statements.slice(0, 10).map((s) => [
+      "`" + s.query.replace(/\s+/g, " ").slice(0, 100).replaceAll("|", "\\|") + "`",
+      perTask(s.calls, tasks, 3),
+      (s.rows / s.calls).toFixed(1),
+      (s.totalMs / s.calls).toFixed(2),
+      (s.totalMs / tasks).toFixed(3),
+    ]),
+  );
+}
+
+/** The CPU profiles of agentq's threads in the median burn-down round (bench/engine/threadProfile.ts). */
+function threadProfileLines(p: { workers: ProfileSummary; main: ProfileSummary }): string[] {
+  const pct1 = (x: number) => `${(100 * x).toFixed(1)}%`;
+  const part = (title: string, s: ProfileSummary) => [
+    `${title} (${fmtInt(s.samples)} samples while running JavaScript), by area:`,
+    "",
+    ...table(["area", "share"], s.byArea.map((l) => [l.name, pct1(l.share)])),
+    "",
+    "Functions with the most self time:",
+    "",
+    ...table(["function", "share"], s.byFunction.map((l) => ["`" + l.name.replaceAll("|", "\\|") + "`", pct1(l.share)])),
+    "",
+  ];
+  return [...part("CPU profile of agentq's worker threads, median round", p.workers), ...part("CPU profile of the main thread (supervisor, reconciler, the benchmark's own bookkeeping)", p.main)];
+}
+
 const cpuCells = (cpu: CpuUse, tasks: number) =>
   `${[cpu.self, cpu.postgres, cpu.redis].map((s) => ((s * 1000) / tasks).toFixed(2)).join(" / ")} = **${cpuMsPerTask(cpu, tasks).toFixed(2)}**`;
 
@@ -648,16 +679,10 @@ function docsSection(r: Results): string {
       );
     }
     if (r.burn.agentq.statements) {
-      lines.push(
-        "Statements, agentq's median round (pg_stat_statements):",
-        "",
-        ...table(
-          ["statement", "calls/task", "total ms"],
-          r.burn.agentq.statements.slice(0, 12).map((s) => ["`" + s.query.replace(/\s+/g, " ").slice(0, 120).replaceAll("|", "\\|") + "`", perTask(s.calls, r.burn!.agentq.tasks), s.totalMs.toFixed(0)]),
-        ),
-        "",
-      );
+      lines.push("Statements, agentq's median round (pg_stat_statements; execution time, which includes waits for row locks):", "", ...statementTable(r.burn.agentq.statements, r.burn.agentq.tasks), "");
     }
+    const profiles = r.burn.agentqRaw.threadProfiles;
+    if (profiles) lines.push(...threadProfileLines(profiles), "");
   }
   if (r.e2e) {
     lines.push(
@@ -902,6 +927,14 @@ export async function run(args: string[]): Promise<number> {
       console.log("");
       for (const l of limitNotes(results)) console.log(l);
       if (results.statementsNote) console.log(`profile: ${results.statementsNote}`);
+      if (results.burn.agentq.statements) {
+        console.log("\nagentq statements (pg_stat_statements):");
+        for (const l of statementTable(results.burn.agentq.statements, results.burn.agentq.tasks)) console.log(l);
+      }
+      if (results.burn.agentqRaw.threadProfiles) {
+        console.log("");
+        for (const l of threadProfileLines(results.burn.agentqRaw.threadProfiles)) console.log(l);
+      }
       if (results.burn.agentq.activity) {
         console.log("\nagentq backends (pg_stat_activity samples):");
         for (const l of activityTable(results.burn.agentq.activity)) console.log(l);

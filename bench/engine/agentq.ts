@@ -8,6 +8,9 @@ import { randomUUID } from "node:crypto";
 import { loadConfig, type Config } from "../../src/config.ts";
 import { openRuntime, type Runtime } from "../../src/main.ts";
 import { startEngine, type Engine } from "../../src/supervisor/engine.ts";
+import { mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { startCpuProfile, summarizeProfiles, THREAD_PROFILE_DIR, type CpuProfile, type ProfileSummary } from "./threadProfile.ts";
 import type { SupervisorEvent } from "../../src/supervisor/supervisor.ts";
 import { TaskService } from "../../src/tasks/service.ts";
 import { createApp, API_PREFIX } from "../../src/api/app.ts";
@@ -39,6 +42,8 @@ const PRELOAD_IN_FLIGHT = 256;
 /** The runtime's pool size (openDatabase's default), for settling its statistics. */
 const RUNTIME_POOL = 10;
 export const WORKER_APP = "agentq-worker-%";
+/** The production worker thread under a CPU profiler (--profile). */
+const PROFILED_WORKER = new URL("../workers/profiledCoverage.ts", import.meta.url).href;
 
 /** Records when each task started and ended (as the supervisor hears it), in performance.now() ms. */
 export class TaskLog {
@@ -187,6 +192,8 @@ export interface AgentqBurn {
   tables: TableCounters[] | null;
   statements: StatementCounters[] | null;
   activity: { rows: ActivitySample[]; samples: number } | null;
+  /** With --profile: CPU profiles of the worker threads and of the main thread, summarized. */
+  threadProfiles: { workers: ProfileSummary; main: ProfileSummary } | null;
 }
 
 export interface BurnSettings {
@@ -222,6 +229,8 @@ export async function agentqBurnDown(q: Agentq, s: BurnSettings, tasks: number, 
   const db0 = collect ? await stats.counters(q.database) : null;
   const redis0 = await redisCalls(q.runtime.redis);
   const sampler = collect && s.profile ? stats.sampleActivity(q.database, agentqRole) : null;
+  const profileDir = collect && s.profile ? freshProfileDir() : null;
+  const mainProfiler = profileDir ? await startCpuProfile() : null;
 
   const meter = new CpuMeter();
   const startedEpoch = Date.now();
@@ -231,7 +240,7 @@ export async function agentqBurnDown(q: Agentq, s: BurnSettings, tasks: number, 
   let wallMs: number;
   let redis: ReturnType<typeof diffRedis>;
   try {
-    engine = await startAgentqEngine(q, s.workers, s.concurrency, log);
+    engine = await startAgentqEngine(q, s.workers, s.concurrency, log, profileDir ? PROFILED_WORKER : undefined);
     // Tasks that ended before the listener was attached: their commits precede this read.
     const attachedAt = now();
     const early = await q.runtime.database.sql<{ task_id: string; status: string }[]>`
@@ -246,6 +255,7 @@ export async function agentqBurnDown(q: Agentq, s: BurnSettings, tasks: number, 
     if (engine) await engine.stop();
   }
   const activity = sampler ? await sampler.stop() : null;
+  const threadProfiles = profileDir && mainProfiler ? await collectThreadProfiles(profileDir, mainProfiler, s.workers) : null;
   const [row] = await q.runtime.database.sql<{ completed: number; total: number; run_p50: number | null; first_ms: number | null }[]>`
     select count(*) filter (where status = 'completed')::int as completed, count(*)::int as total,
            percentile_cont(0.5) within group (order by extract(epoch from completed_at - started_at) * 1000) as run_p50,
@@ -277,7 +287,26 @@ export async function agentqBurnDown(q: Agentq, s: BurnSettings, tasks: number, 
     tables,
     statements,
     activity,
+    threadProfiles,
   };
+}
+
+function freshProfileDir(): string {
+  rmSync(THREAD_PROFILE_DIR, { recursive: true, force: true });
+  mkdirSync(THREAD_PROFILE_DIR, { recursive: true });
+  return THREAD_PROFILE_DIR;
+}
+
+/** The worker threads write their profiles when drained (bench/workers/profiledCoverage.ts): wait for every one. */
+async function collectThreadProfiles(dir: string, main: { stop(): Promise<CpuProfile> }, workers: number) {
+  const mainProfile = await main.stop();
+  const files = () => readdirSync(dir).filter((f) => f.endsWith(".cpuprofile"));
+  const deadline = now() + 10_000;
+  while (files().length < workers && now() < deadline) await Bun.sleep(20);
+  const profiles = files().map((f) => JSON.parse(readFileSync(join(dir, f), "utf8")) as CpuProfile);
+  rmSync(dir, { recursive: true, force: true });
+  if (profiles.length < workers) console.error(`thread profiles: ${profiles.length} of ${workers} worker threads wrote one`);
+  return { workers: summarizeProfiles(profiles), main: summarizeProfiles([mainProfile]) };
 }
 
 const emptyCounters: DbCounters = { commits: 0, rollbacks: 0, fetched: 0, inserted: 0, updated: 0, deleted: 0, walRecords: 0, walBytes: 0, walWrites: 0, walSyncs: 0 };

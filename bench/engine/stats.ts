@@ -45,6 +45,8 @@ export interface TableCounters {
 export interface StatementCounters {
   query: string;
   calls: number;
+  /** Rows returned or changed. */
+  rows: number;
   totalMs: number;
 }
 
@@ -145,10 +147,10 @@ export class StatsReader {
   }
 
   async statements(database: string): Promise<StatementCounters[]> {
-    const rows = await this.db(database)<{ q: string; c: string; t: number }[]>`
-      select query as q, calls as c, total_exec_time as t from pg_stat_statements
+    const rows = await this.db(database)<{ q: string; c: string; r: string; t: number }[]>`
+      select query as q, calls as c, rows as r, total_exec_time as t from pg_stat_statements
       where dbid = (select oid from pg_database where datname = ${database})`;
-    return rows.map((r) => ({ query: r.q, calls: Number(r.c), totalMs: Number(r.t) }));
+    return rows.map((r) => ({ query: r.q, calls: Number(r.c), rows: Number(r.r), totalMs: Number(r.t) }));
   }
 
   /** Resolves once no backend of `database` whose application_name is LIKE `app` remains. */
@@ -238,7 +240,10 @@ export function diffTables(a: TableCounters[], b: TableCounters[]): TableCounter
 export function diffStatements(a: StatementCounters[], b: StatementCounters[]): StatementCounters[] {
   const before = new Map(a.map((s) => [s.query, s]));
   return b
-    .map((s) => ({ query: s.query, calls: s.calls - (before.get(s.query)?.calls ?? 0), totalMs: s.totalMs - (before.get(s.query)?.totalMs ?? 0) }))
+    .map((s) => {
+      const was = before.get(s.query);
+      return { query: s.query, calls: s.calls - (was?.calls ?? 0), rows: s.rows - (was?.rows ?? 0), totalMs: s.totalMs - (was?.totalMs ?? 0) };
+    })
     .filter((s) => s.calls > 0)
     .sort((x, y) => y.totalMs - x.totalMs);
 }
