@@ -4,6 +4,7 @@
  */
 import { Elysia } from "elysia";
 import { openapi } from "@elysiajs/openapi";
+import { installStringFormats } from "./formats.ts";
 import type { AppDeps } from "./deps.ts";
 import { jsonBody } from "./body.ts";
 import { errorForLog, toErrorResponse } from "./errors.ts";
@@ -111,6 +112,8 @@ const OPENAPI_PATH = "/swagger";
 const OPENAPI_SPEC_PATH = `${OPENAPI_PATH}/json`;
 
 export function createApp(appDeps: AppDeps) {
+  // After the openapi plugin's import replaced TypeBox's format validators (src/api/formats.ts).
+  installStringFormats();
   // Live events (SSE): this process's publisher (new and cancelled tasks) and its hub of streams.
   const live = liveEventParts(appDeps);
   appDeps = { ...appDeps, taskEvents: live.taskEvents, liveEvents: live.liveEvents };
