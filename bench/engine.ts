@@ -589,6 +589,14 @@ function limitNotes(r: Results): string[] {
     );
   out.push(`The most agentq tasks seen running at once was ${a.peakInFlight} (configured: ${a.inFlight}); its first claim came ${fmtMs(b.agentqRaw.firstClaimMs)} after \`startEngine\` was called.`);
   out.push(`Of agentq's own process: ${threadSplit(a, a.tasks)}.`);
+  if (a.statements && a.statements.length > 0) {
+    const exec = a.statements.reduce((n, st) => n + st.totalMs, 0);
+    const tops = a.statements.slice(0, 3).map((st) => `${st.query.replace(/\s+/g, " ").slice(0, 40).trim()}... ${(st.totalMs / a.tasks).toFixed(3)} ms (${(st.rows / st.calls).toFixed(0)} rows a call)`);
+    out.push(`Statement execution, per task (pg_stat_statements, waits for row locks and CPU included): ${(exec / a.tasks).toFixed(3)} ms in all; the largest: ${tops.join("; ")}.`);
+  }
+  const profiles = b.agentqRaw.threadProfiles;
+  if (profiles && profiles.workers.samples > 0)
+    out.push(`The worker threads' CPU profile by area: ${profiles.workers.byArea.slice(0, 5).map((l) => `${l.name} ${(100 * l.share).toFixed(0)}%`).join(", ")} (tables below).`);
   return out;
 }
 
