@@ -26,6 +26,13 @@ const RETENTION_EVERY_MS = 3600_000;
 /** Rows per statement of a pass: expired leases requeued, stale pending tasks checked against Redis. */
 const LEASE_PAGE = 500;
 const STALE_PAGE = 1000;
+/**
+ * How long a pending task missing from Redis is given before it is called lost. An actor pops
+ * ids and claims them one round trip later, so an id popped just before the pass looked is in
+ * no queue and still pending: without a second look, every pass over a backlog "recovered" a
+ * few tasks that were being claimed (a duplicate dispatch, and a warning for nothing).
+ */
+export const POPPED_CLAIM_GRACE_MS = 250;
 
 export interface ReconcileReport {
   requeued: number;
@@ -40,6 +47,8 @@ export class Reconciler {
   private lastRetention = 0;
   /** Set by stop(): a pass in progress ends after its current page. */
   private halted = false;
+  /** Aborted by stop(): ends a pass's wait for popped ids to be claimed. */
+  private halting = new AbortController();
   private readonly telemetry: TaskTelemetry;
 
   constructor(
@@ -60,6 +69,7 @@ export class Reconciler {
 
   start() {
     this.halted = false;
+    this.halting = new AbortController();
     this.periodic.start();
   }
 
@@ -98,31 +108,55 @@ export class Reconciler {
       if (expired.length < LEASE_PAGE || this.halted) break;
     }
     let after: PendingCursor | undefined;
+    // Pages of tasks that looked lost, each with when it was looked at; confirmed after the grace,
+    // as the walk goes on, so a long walk after a Redis flush dispatches its first pages early.
+    const suspects: { at: number; tasks: (Redispatch & { limited: boolean })[] }[] = [];
+    const confirmDue = async (all: boolean) => {
+      while (suspects.length > 0 && !this.halted) {
+        const wait = suspects[0]!.at + POPPED_CLAIM_GRACE_MS - Date.now();
+        if (wait > 0 && !all) return;
+        await sleepUnless(this.halting.signal, wait);
+        if (this.halted) return;
+        const lost = await this.lostAmong(suspects.shift()!.tasks);
+        await dispatcher.dispatch(lost.map(toDispatchable));
+        for (const t of lost) this.telemetry.redispatched(ref(t));
+        report.redispatched += lost.length;
+      }
+    };
     for (;;) {
       const page = await stalePendingTasks(database.db, config.stalePendingMs, { after, limit: STALE_PAGE });
-      const queued = await dispatcher.queuedAmong(page.tasks.map((t) => ({ taskId: t.task_id, priority: t.priority })));
-      const notQueued = page.tasks.filter((_, i) => !queued[i]);
-      // A task of a limited agent waiting in its park is queued too, only elsewhere. (An agent
-      // whose limit was lifted has its parked tasks re-dispatched: its park no longer counts.)
-      const mayBeParked = notQueued.filter((t) => t.limited);
-      const parkedFlags = await dispatcher.parking.parkedAmong(mayBeParked.map((t) => ({ taskId: t.task_id, agentId: t.agent_id })));
-      const parked = new Set(mayBeParked.filter((_, i) => parkedFlags[i]).map((t) => t.task_id));
-      const missing = notQueued.filter((t) => !parked.has(t.task_id));
-      // Missing from Redis may mean popped a moment ago and claimed since: ask PostgreSQL again.
-      const pending = await stillPending(database.db, missing.map((t) => t.task_id));
-      const lost = missing.filter((t) => pending.has(t.task_id));
-      await dispatcher.dispatch(lost.map(toDispatchable));
-      for (const t of lost) this.telemetry.redispatched(ref(t));
-      report.redispatched += lost.length;
+      const at = Date.now();
+      const looksLost = await this.lostAmong(page.tasks);
+      if (looksLost.length > 0) suspects.push({ at, tasks: looksLost });
+      await confirmDue(false);
       if (!page.next || this.halted) break;
       after = page.next;
     }
+    await confirmDue(true);
     // Limited agents with room left: what their parks hold goes back to the queues, as many as fit.
     for (const { agent_id, room } of await limitedAgentsWithRoom(database.db)) {
       if (this.halted) break;
       report.unparked += (await dispatcher.parking.release(agent_id, room)).length;
     }
     return report;
+  }
+
+  /**
+   * Of these pending tasks, those in no priority queue, (limited agents) in no park, and still
+   * pending once that was checked: one popped meanwhile may have been claimed since.
+   */
+  private async lostAmong<T extends Redispatch & { limited: boolean }>(tasks: readonly T[]): Promise<T[]> {
+    const { dispatcher, database } = this.deps;
+    const queued = await dispatcher.queuedAmong(tasks.map((t) => ({ taskId: t.task_id, priority: t.priority })));
+    const notQueued = tasks.filter((_, i) => !queued[i]);
+    // A task of a limited agent waiting in its park is queued too, only elsewhere. (An agent
+    // whose limit was lifted has its parked tasks re-dispatched: its park no longer counts.)
+    const mayBeParked = notQueued.filter((t) => t.limited);
+    const parkedFlags = await dispatcher.parking.parkedAmong(mayBeParked.map((t) => ({ taskId: t.task_id, agentId: t.agent_id })));
+    const parked = new Set(mayBeParked.filter((_, i) => parkedFlags[i]).map((t) => t.task_id));
+    const missing = notQueued.filter((t) => !parked.has(t.task_id));
+    const pending = await stillPending(database.db, missing.map((t) => t.task_id));
+    return missing.filter((t) => pending.has(t.task_id));
   }
 
   /** Leases that lapsed: back to pending (recovered), or ended failed / cancelled. */
@@ -160,8 +194,22 @@ export class Reconciler {
 
   async stop() {
     this.halted = true;
+    this.halting.abort();
     await this.periodic.stop();
   }
+}
+
+function sleepUnless(signal: AbortSignal, ms: number): Promise<void> {
+  if (ms <= 0 || signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
 }
 
 const ref = (t: Redispatch) => ({ task_id: t.task_id, agent_id: t.agent_id, attempt: t.attempt, priority: t.priority });

@@ -13,7 +13,10 @@ import { FIXTURE_WORKERS } from "../fixtures/workers/index.ts";
 import { createCorpus, expectExactlyOnceEffects, loseRedisData, mapLimit, queuedIds, waitAllTerminal, type Corpus } from "../e2e/support.ts";
 import { insertTask, insertTasks } from "../../src/db/tasks/enqueue.ts";
 import { stalePendingTasks, type PendingCursor } from "../../src/db/tasks/recovery.ts";
-import { Reconciler, type ReconcileReport } from "../../src/supervisor/reconciler.ts";
+import { POPPED_CLAIM_GRACE_MS, Reconciler, type ReconcileReport } from "../../src/supervisor/reconciler.ts";
+import { claimTask } from "../../src/db/tasks/claims.ts";
+import { TaskPopper } from "../../src/queue/pop.ts";
+import type { Priority } from "../../src/core/tasks.ts";
 import { Dispatcher } from "../../src/queue/dispatch.ts";
 import { queueKeys } from "../../src/queue/keys.ts";
 
@@ -189,3 +192,49 @@ test("3,000 queued pending tasks and one Redis never had: it is re-dispatched by
     await engine.stop();
   }
 }, 30_000);
+
+/** A dispatcher whose second look at the queues first lets `beforeSecondLook` run (an actor claiming meanwhile). */
+class LookingDispatcher extends Dispatcher {
+  looks = 0;
+  constructor(private readonly beforeSecondLook: () => Promise<unknown>) {
+    super(ctx.redis, queueKeys(ctx.config.redisPrefix));
+  }
+  override async queuedAmong(tasks: readonly { taskId: string; priority: Priority }[]): Promise<boolean[]> {
+    if (tasks.length > 0 && ++this.looks === 2) await this.beforeSecondLook();
+    return super.queuedAmong(tasks);
+  }
+}
+
+/** One stale pending task whose id an actor has just popped from its queue (so it is in no queue). */
+async function poppedStaleTask(): Promise<string> {
+  await clearTasks();
+  const { task } = await insertTask(db(), taskInput(agents[0]!, { timeoutMs: 60_000, maxAttempts: 3 }));
+  await db().execute(sql`update background_tasks set updated_at = now() - interval '1 minute' where task_id = ${task.task_id}`);
+  await dispatcher().dispatch([{ taskId: task.task_id, priority: "medium", score: Date.parse(task.created_at) }]);
+  const popped = await new TaskPopper(ctx.redis, ctx.redis, queueKeys(ctx.config.redisPrefix)).take(1);
+  expect(popped.map((p) => p.taskId)).toEqual([task.task_id]);
+  return task.task_id;
+}
+
+const reconcilerWith = (d: Dispatcher) => new Reconciler({ config: ctx.config, database: ctx.database, dispatcher: d, logger: ctx.logger, metrics: ctx.metrics });
+
+test("a pending id popped by an actor and claimed a moment later is not re-dispatched: the pass looks again after the grace", async () => {
+  const taskId = await poppedStaleTask();
+  let claimed: unknown = null;
+  const d = new LookingDispatcher(async () => (claimed = await claimTask(db(), taskId, "actor-claiming-late", 60_000)));
+  const report = await reconcilerWith(d).reconcileOnce();
+  expect(claimed).not.toBeNull();
+  expect(d.looks).toBe(2);
+  expect(report.redispatched).toBe(0);
+  expect((await queuedIds(ctx)).has(taskId)).toBe(false);
+});
+
+test("a popped id nobody claims (its actor died) is re-dispatched by the same pass, once the grace is over", async () => {
+  const taskId = await poppedStaleTask();
+  const d = new LookingDispatcher(async () => {});
+  const started = Date.now();
+  const report = await reconcilerWith(d).reconcileOnce();
+  expect(Date.now() - started).toBeGreaterThanOrEqual(POPPED_CLAIM_GRACE_MS);
+  expect(report.redispatched).toBe(1);
+  expect((await queuedIds(ctx)).has(taskId)).toBe(true);
+});
