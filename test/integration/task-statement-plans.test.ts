@@ -8,13 +8,14 @@
  * The statistics are made stale on purpose (ANALYZE with nothing pending, then thousands of
  * pending tasks), and each statement runs on a connection of its own whose index-scan counters
  * are flushed (pg_stat_force_next_flush) so that pg_stat_user_indexes shows what it read.
+ * And a lone enqueue (no batch to join: the low-load case) runs prepared, as the batched ones do.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { sql } from "drizzle-orm";
 import { createTestContext, type TestContext } from "../helpers/app.ts";
 import { postAgent, postTaxonomy, taskInput, uuid } from "../helpers/fixtures.ts";
 import { openDatabase, type Database } from "../../src/db/client.ts";
-import { insertTasks } from "../../src/db/tasks/enqueue.ts";
+import { insertTask, insertTasks } from "../../src/db/tasks/enqueue.ts";
 import { claimTasks } from "../../src/db/tasks/claims.ts";
 import { settleTasks } from "../../src/db/tasks/settle.ts";
 import { renewLeases } from "../../src/db/tasks/leases.ts";
@@ -90,4 +91,13 @@ test("the reconciler's check of which ids are still pending reads them by primar
   let pending = new Set<string>();
   expect(await partialIndexScans(async (db) => (pending = await stillPending(db, ids)))).toBe(0);
   expect(pending.size).toBe(ids.length);
+});
+
+test("a lone enqueue's INSERT, forced or deduplicated, is a prepared statement: parsed and planned once per connection", async () => {
+  await insertTask(single.db, taskInput(agentId));
+  await insertTask(single.db, taskInput(agentId, { dedupe: true }));
+  const prepared = await single.db.execute<{ statement: string }>(sql`select statement from pg_prepared_statements`);
+  const inserts = prepared.map((p) => p.statement.replace(/\s+/g, " ").trim()).filter((s) => s.includes("insert into background_tasks"));
+  expect(inserts.some((s) => s.startsWith("insert into background_tasks"))).toBe(true);
+  expect(inserts.some((s) => s.startsWith("with existing as"))).toBe(true);
 });

@@ -28,14 +28,16 @@ export interface NewTask {
  */
 export async function insertTask(db: DbOrTx, task: NewTask): Promise<InsertOutcome> {
   if (!task.dedupe) {
-    const [inserted] = await db.execute<RawTask>(sql`
+    // Prepared, like every statement of the enqueue path: a lone request (no batch to join) is
+    // the low-load case, where parsing and planning each INSERT was a third of its time.
+    const [inserted] = await queryPrepared<RawTask>(db, sql`
       insert into background_tasks (task_id, agent_id, priority, webhook_url, timeout_ms, max_attempts, dedupe)
       values (${task.taskId}, ${task.agentId}, ${task.priority}, ${task.webhookUrl}, ${task.timeoutMs}, ${task.maxAttempts}, false)
       returning ${TASK_COLUMNS}`);
     return { task: toTaskRecord(inserted!), created: true };
   }
   for (;;) {
-    const rows = await db.execute<RawTask & { source: "inserted" | "existing" }>(sql`
+    const rows = await queryPrepared<RawTask & { source: "inserted" | "existing" }>(db, sql`
       with existing as (
         select ${TASK_COLUMNS} from background_tasks
         where agent_id = ${task.agentId} and status = 'pending'
