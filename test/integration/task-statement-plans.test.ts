@@ -8,7 +8,8 @@
  * The statistics are made stale on purpose (ANALYZE with nothing pending, then thousands of
  * pending tasks), and each statement runs on a connection of its own whose index-scan counters
  * are flushed (pg_stat_force_next_flush) so that pg_stat_user_indexes shows what it read.
- * And a lone enqueue (no batch to join: the low-load case) runs prepared, as the batched ones do.
+ * And a lone enqueue (no batch to join: the low-load case) and the task reads a polling client
+ * causes run prepared, as the batched statements do.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { sql } from "drizzle-orm";
@@ -20,6 +21,8 @@ import { claimTasks } from "../../src/db/tasks/claims.ts";
 import { settleTasks } from "../../src/db/tasks/settle.ts";
 import { renewLeases } from "../../src/db/tasks/leases.ts";
 import { stillPending } from "../../src/db/tasks/recovery.ts";
+import { getTaskWithAttempts } from "../../src/db/tasks/attempts.ts";
+import { getTask } from "../../src/db/tasks/records.ts";
 
 let ctx: TestContext;
 let single: Database;
@@ -93,11 +96,16 @@ test("the reconciler's check of which ids are still pending reads them by primar
   expect(pending.size).toBe(ids.length);
 });
 
-test("a lone enqueue's INSERT, forced or deduplicated, is a prepared statement: parsed and planned once per connection", async () => {
-  await insertTask(single.db, taskInput(agentId));
+test("a lone enqueue's INSERT (forced or deduplicated) and the task reads of GET /tasks/{id} are prepared statements: parsed and planned once per connection", async () => {
+  const { task } = await insertTask(single.db, taskInput(agentId));
   await insertTask(single.db, taskInput(agentId, { dedupe: true }));
-  const prepared = await single.db.execute<{ statement: string }>(sql`select statement from pg_prepared_statements`);
-  const inserts = prepared.map((p) => p.statement.replace(/\s+/g, " ").trim()).filter((s) => s.includes("insert into background_tasks"));
-  expect(inserts.some((s) => s.startsWith("insert into background_tasks"))).toBe(true);
-  expect(inserts.some((s) => s.startsWith("with existing as"))).toBe(true);
+  expect((await getTaskWithAttempts(single.db, task.task_id))?.task_id).toBe(task.task_id);
+  expect((await getTask(single.db, task.task_id))?.task_id).toBe(task.task_id);
+  const prepared = (await single.db.execute<{ statement: string }>(sql`select statement from pg_prepared_statements`)).map((p) =>
+    p.statement.replace(/\s+/g, " ").trim(),
+  );
+  expect(prepared.some((s) => s.startsWith("insert into background_tasks"))).toBe(true);
+  expect(prepared.some((s) => s.startsWith("with existing as") && s.includes("insert into background_tasks"))).toBe(true);
+  expect(prepared.some((s) => s.includes("from task_attempts a where a.task_id = t.task_id"))).toBe(true);
+  expect(prepared.some((s) => s.startsWith("select") && s.endsWith("from background_tasks where task_id = $1"))).toBe(true);
 });

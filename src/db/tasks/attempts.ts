@@ -11,6 +11,7 @@ import { sql } from "drizzle-orm";
 import type { DbOrTx } from "../client.ts";
 import { toIso, toIsoOrNull } from "../values.ts";
 import { TASK_COLUMNS, toTaskRecord, type RawTask, type TaskRecord } from "./records.ts";
+import { queryPrepared } from "../prepared.ts";
 
 /**
  * Extra RETURNING columns of an UPDATE of `background_tasks t` from input `i` (with its `refund`)
@@ -57,7 +58,8 @@ type RawAttempt = { attempt: number; started_at: string | null; ended_at: string
  * read of task_attempts_task_id_idx (none for most tasks).
  */
 export async function getTaskWithAttempts(db: DbOrTx, taskId: string): Promise<TaskWithAttempts | null> {
-  const rows = await db.execute<RawTask>(sql`
+  // Prepared: GET /tasks/{id} is what a client polls.
+  const rows = await queryPrepared<RawTask>(db, sql`
     select ${TASK_COLUMNS},
       coalesce((select json_agg(json_build_object('attempt', a.attempt, 'started_at', a.started_at, 'ended_at', a.ended_at,
                                                   'outcome', a.outcome, 'refunded', a.refunded) order by a.task_attempt_id)

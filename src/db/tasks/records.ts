@@ -5,6 +5,7 @@ import { sql } from "drizzle-orm";
 import type { DbOrTx } from "../client.ts";
 import { toIso, toIsoOrNull } from "../values.ts";
 import type { Priority, TaskStatus } from "../../core/tasks.ts";
+import { queryPrepared } from "../prepared.ts";
 
 export interface TaskRecord {
   task_id: string;
@@ -54,7 +55,7 @@ export function toTaskRecord(row: RawTask): TaskRecord {
 }
 
 export async function getTask(db: DbOrTx, taskId: string): Promise<TaskRecord | null> {
-  const rows = await db.execute<RawTask>(sql`select ${TASK_COLUMNS} from background_tasks where task_id = ${taskId}`);
+  const rows = await queryPrepared<RawTask>(db, sql`select ${TASK_COLUMNS} from background_tasks where task_id = ${taskId}`);
   return rows[0] ? toTaskRecord(rows[0]) : null;
 }
 
