@@ -95,15 +95,17 @@ export function httpTelemetry(metrics: Metrics, logger: Logger, routes: () => re
     onAfterResponse({ request, route, set, responseValue }: { request: Request; route?: string | null; set: { status?: unknown }; responseValue?: unknown }) {
       const s = state.get(request);
       const seconds = s ? (performance.now() - s.start) / 1000 : 0;
-      const path = new URL(request.url).pathname;
-      const template = route || matcher.match(request.method, path) || UNMATCHED_ROUTE;
+      // The URL is parsed only when it is needed: for a request no route matched, or for the log line.
+      const pathOf = () => new URL(request.url).pathname;
+      const template = route || matcher.match(request.method, pathOf()) || UNMATCHED_ROUTE;
       const status = responseValue instanceof Response ? responseValue.status : statusCode(set.status);
       const labels = { method: methodLabel(request.method), route: template, status: String(status) };
       metrics.httpRequests.inc(labels);
       metrics.httpRequestSeconds.observe(labels, seconds);
       const level = QUIET_ROUTES.has(template) && status < 400 ? "debug" : "info";
+      if (!logger.isLevelEnabled(level)) return;
       logger[level](
-        { request_id: s?.id, method: request.method, route: template, path, status, duration_ms: Math.round(seconds * 1000 * 10) / 10 },
+        { request_id: s?.id, method: request.method, route: template, path: pathOf(), status, duration_ms: Math.round(seconds * 1000 * 10) / 10 },
         "request",
       );
     },
