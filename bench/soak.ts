@@ -25,7 +25,7 @@ import { startCanceller, startRefreshLoad } from "./soak/load.ts";
 import { startSseClients } from "./soak/sse.ts";
 import { takeSample, type SoakSample } from "./soak/sampler.ts";
 import { account } from "./soak/accounting.ts";
-import { judgeAll, seriesSpecs } from "./soak/series.ts";
+import { judgeAll, poolBounds, seriesSpecs } from "./soak/series.ts";
 import { warmupFor } from "./soak/flatness.ts";
 import { chartData, renderChart } from "./soak/chart.ts";
 import { consoleReport, docsSection, type SoakResult } from "./soak/report.ts";
@@ -99,7 +99,7 @@ async function soak(opts: SoakOptions, world: World, api: Service, services: Ser
     for (const id of cancels.taskIds) handedOut.add(id);
     const accounting = await account(world.runtime, handedOut, receiver.accepted);
     const warmupS = warmupFor(opts.minutes * 60);
-    const judged = judgeAll(samples, seriesSpecs(rate), warmupS);
+    const judged = judgeAll(samples, seriesSpecs(rate, poolBounds(opts.workers, opts.concurrency)), warmupS);
     return {
       opts,
       capacity: { tasks: capacity.tasks, perSecond: capacity.perSecond, tasksPerSecond: capacity.tasksPerSecond, spanMs: capacity.spanMs },

@@ -8,6 +8,9 @@
  * like an empty backlog, from failing on a handful of items) and a share of the series' mean
  * level (a large series may wobble by a few percent as the garbage collector works).
  * Only growth fails: a series that falls (memory handed back) is flat enough.
+ * A series with a `ceiling` (PostgreSQL connections: the sum of the process's pool bounds) also
+ * passes while no sample exceeds it: a pool opens connections lazily up to its bound, so a step
+ * up to it is not a leak, and a leak (pools opened and never closed) goes past it.
  * Pure functions, tested in test/unit/soak-flatness.test.ts.
  */
 
@@ -51,6 +54,8 @@ export interface Bound {
   floor: number;
   /** Growth allowed as a share of the mean level after the warm-up (0.1 = 10%). */
   relative: number;
+  /** A hard bound of the series (a pool's maximum): never exceeded, the series passes whatever its trend. */
+  ceiling?: number;
 }
 
 export interface FlatnessRule extends Bound {
@@ -95,7 +100,10 @@ export function judgeFlat(series: readonly Sample[], rule: FlatnessRule): Verdic
     };
   }
   const growth = line.slope * rule.windowS;
-  const pass = growth <= allowed;
+  const peak = Math.max(...fitted.map((s) => s.v));
+  const underCeiling = rule.ceiling !== undefined && peak <= rule.ceiling;
+  const pass = growth <= allowed || underCeiling;
+  const over = `grows ${growth.toPrecision(3)} per ${rule.windowS} s, more than the ${allowed.toPrecision(3)} allowed`;
   return {
     pass,
     samples: fitted.length,
@@ -103,7 +111,7 @@ export function judgeFlat(series: readonly Sample[], rule: FlatnessRule): Verdic
     growth,
     allowed,
     mean,
-    reason: pass ? null : `grows ${growth.toPrecision(3)} per ${rule.windowS} s, more than the ${allowed.toPrecision(3)} allowed`,
+    reason: pass ? null : rule.ceiling === undefined ? over : `${over}, and reaches ${peak}, over its bound of ${rule.ceiling}`,
   };
 }
 

@@ -28,9 +28,12 @@ export interface DatabaseOptions {
   asyncCommit?: boolean;
 }
 
+/** Connections a pool opens at most unless told otherwise. */
+export const DEFAULT_POOL_MAX = 10;
+
 export function openDatabase(url: string, options: DatabaseOptions = {}): Database {
   const sql = postgres(url, {
-    max: options.max ?? 10,
+    max: options.max ?? DEFAULT_POOL_MAX,
     onnotice: () => {},
     connection: {
       application_name: options.applicationName ?? "agentq",

@@ -1,6 +1,7 @@
 /** The soak test's flatness verdict (bench/soak/flatness.ts): least squares, warm-up, floor and relative bound. */
 import { describe, expect, test } from "bun:test";
 import { judgeFlat, leastSquares, MIN_SAMPLES, warmupFor, type Sample } from "../../bench/soak/flatness.ts";
+import { poolBounds } from "../../bench/soak/series.ts";
 
 /** Samples every 10 s for `seconds`, value f(t). */
 const every10s = (seconds: number, f: (t: number) => number): Sample[] => Array.from({ length: seconds / 10 + 1 }, (_, i) => ({ t: i * 10, v: f(i * 10) }));
@@ -80,4 +81,29 @@ describe("judgeFlat", () => {
 test("warmupFor: two minutes, or a fifth of a shorter run", () => {
   expect(warmupFor(600)).toBe(120);
   expect(warmupFor(60)).toBe(12);
+});
+
+describe("judgeFlat with a ceiling (connections under their pools' bound)", () => {
+  const CONNECTIONS = { warmupS: 120, windowS: 600, floor: 2, relative: 0 };
+  // The last 10-minute soak's supervisor: 17 connections, a step to 19 (a pool opening one more).
+  const step = (t: number) => (t < 400 ? 17 : 19);
+
+  test("a step up within the bound passes; without a ceiling the same step fails the trend", () => {
+    expect(judgeFlat(every10s(600, step), { ...CONNECTIONS, ceiling: 31 }).pass).toBe(true);
+    const noCeiling = judgeFlat(every10s(600, step), CONNECTIONS);
+    expect(noCeiling.pass).toBe(false);
+  });
+
+  test("growth past the bound fails, and the reason names the peak and the bound", () => {
+    const leak = judgeFlat(every10s(600, (t) => 17 + Math.floor(t / 30)), { ...CONNECTIONS, ceiling: 31 });
+    expect(leak.pass).toBe(false);
+    expect(leak.reason).toContain("reaches 37, over its bound of 31");
+  });
+});
+
+describe("poolBounds", () => {
+  test("the supervisor's bound: the runtime pool, the webhook LISTEN connection, and per thread its pool and claim connection", () => {
+    expect(poolBounds(2, 32)).toEqual({ api: 10, supervisor: 10 + 1 + 2 * (8 + 1 + 1) });
+    expect(poolBounds(1, 4)).toEqual({ api: 10, supervisor: 10 + 1 + (4 + 1 + 1) });
+  });
 });
