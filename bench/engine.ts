@@ -615,7 +615,7 @@ function docsSection(r: Results): string {
     "The peers run no-op jobs.",
     "",
     `This run: \`bun run bench engine${r.args.length > 0 ? ` ${r.args.join(" ")}` : ""}\` on commit ${machine.commit}.` +
-      (opts.profile ? " `--profile` samples pg_stat_activity every 10 ms during the burn-downs (a few % of one core)." : ""),
+      (opts.profile ? " `--profile` samples pg_stat_activity every 10 ms during the burn-downs (a few % of one core) and runs agentq's measured burn-down under CPU profilers (its worker threads and main thread sampled every 0.5 ms, which slows agentq a little, not the peers)." : ""),
     "",
     "Targets (issue 9):",
     "",
