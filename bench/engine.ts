@@ -338,12 +338,14 @@ async function machineFacts(q: Agentq, graphileSchema: string): Promise<Machine>
 // Report
 
 const perTask = (x: number, tasks: number, digits = 2) => (x / tasks).toFixed(digits);
+/** A statement's text on one line, cut to `n` characters. */
+const oneLine = (query: string, n: number) => query.replace(/\s+/g, " ").slice(0, n).trim();
 
 function statementTable(statements: readonly StatementCounters[], tasks: number): string[] {
   return table(
     ["statement", "calls/task", "rows/call", "ms/call", "ms/task"],
     statements.slice(0, 10).map((s) => [
-      "`" + s.query.replace(/\s+/g, " ").slice(0, 100).replaceAll("|", "\\|") + "`",
+      "`" + oneLine(s.query, 100).replaceAll("|", "\\|") + "`",
       perTask(s.calls, tasks, 3),
       (s.rows / s.calls).toFixed(1),
       (s.totalMs / s.calls).toFixed(2),
@@ -591,7 +593,7 @@ function limitNotes(r: Results): string[] {
   out.push(`Of agentq's own process: ${threadSplit(a, a.tasks)}.`);
   if (a.statements && a.statements.length > 0) {
     const exec = a.statements.reduce((n, st) => n + st.totalMs, 0);
-    const tops = a.statements.slice(0, 3).map((st) => `${st.query.replace(/\s+/g, " ").slice(0, 40).trim()}... ${(st.totalMs / a.tasks).toFixed(3)} ms (${(st.rows / st.calls).toFixed(0)} rows a call)`);
+    const tops = a.statements.slice(0, 3).map((st) => `${oneLine(st.query, 40)}... ${(st.totalMs / a.tasks).toFixed(3)} ms (${(st.rows / st.calls).toFixed(0)} rows a call)`);
     out.push(`Statement execution, per task (pg_stat_statements, waits for row locks and CPU included): ${(exec / a.tasks).toFixed(3)} ms in all; the largest: ${tops.join("; ")}.`);
   }
   const profiles = b.agentqRaw.threadProfiles;

@@ -229,8 +229,8 @@ export async function agentqBurnDown(q: Agentq, s: BurnSettings, tasks: number, 
   const db0 = collect ? await stats.counters(q.database) : null;
   const redis0 = await redisCalls(q.runtime.redis);
   const sampler = collect && s.profile ? stats.sampleActivity(q.database, agentqRole) : null;
-  const profileDir = collect && s.profile ? freshProfileDir() : null;
-  const mainProfiler = profileDir ? await startCpuProfile() : null;
+  if (collect && s.profile) emptyThreadProfileDir();
+  const mainProfiler = collect && s.profile ? await startCpuProfile() : null;
 
   const meter = new CpuMeter();
   const startedEpoch = Date.now();
@@ -240,7 +240,7 @@ export async function agentqBurnDown(q: Agentq, s: BurnSettings, tasks: number, 
   let wallMs: number;
   let redis: ReturnType<typeof diffRedis>;
   try {
-    engine = await startAgentqEngine(q, s.workers, s.concurrency, log, profileDir ? PROFILED_WORKER : undefined);
+    engine = await startAgentqEngine(q, s.workers, s.concurrency, log, mainProfiler ? PROFILED_WORKER : undefined);
     // Tasks that ended before the listener was attached: their commits precede this read.
     const attachedAt = now();
     const early = await q.runtime.database.sql<{ task_id: string; status: string }[]>`
@@ -255,7 +255,7 @@ export async function agentqBurnDown(q: Agentq, s: BurnSettings, tasks: number, 
     if (engine) await engine.stop();
   }
   const activity = sampler ? await sampler.stop() : null;
-  const threadProfiles = profileDir && mainProfiler ? await collectThreadProfiles(profileDir, mainProfiler, s.workers) : null;
+  const threadProfiles = mainProfiler ? await collectThreadProfiles(mainProfiler, s.workers) : null;
   const [row] = await q.runtime.database.sql<{ completed: number; total: number; run_p50: number | null; first_ms: number | null }[]>`
     select count(*) filter (where status = 'completed')::int as completed, count(*)::int as total,
            percentile_cont(0.5) within group (order by extract(epoch from completed_at - started_at) * 1000) as run_p50,
@@ -291,17 +291,17 @@ export async function agentqBurnDown(q: Agentq, s: BurnSettings, tasks: number, 
   };
 }
 
-function freshProfileDir(): string {
+function emptyThreadProfileDir(): void {
   rmSync(THREAD_PROFILE_DIR, { recursive: true, force: true });
   mkdirSync(THREAD_PROFILE_DIR, { recursive: true });
-  return THREAD_PROFILE_DIR;
 }
 
 /**
  * Each worker thread wrote its profile before it said `drained` (bench/workers/profiledCoverage.ts),
  * and engine.stop() returned after the drain: every profile is on disk by now.
  */
-async function collectThreadProfiles(dir: string, main: { stop(): Promise<CpuProfile> }, workers: number) {
+async function collectThreadProfiles(main: { stop(): Promise<CpuProfile> }, workers: number) {
+  const dir = THREAD_PROFILE_DIR;
   const mainProfile = await main.stop();
   const files = readdirSync(dir).filter((f) => f.endsWith(".cpuprofile"));
   const profiles = files.map((f) => JSON.parse(readFileSync(join(dir, f), "utf8")) as CpuProfile);

@@ -8,6 +8,7 @@
  * Every step is idempotent and fenced, so several supervisors may run it at
  * once; retention takes an advisory lock so only one runs it at a time.
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import { sql } from "drizzle-orm";
 import type { Logger } from "pino";
 import type { Database } from "../db/client.ts";
@@ -199,18 +200,9 @@ export class Reconciler {
   }
 }
 
-function sleepUnless(signal: AbortSignal, ms: number): Promise<void> {
-  if (ms <= 0 || signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
-}
+/** Waits `ms`, or less if `signal` aborts first (stop() during a pass). */
+const sleepUnless = (signal: AbortSignal, ms: number): Promise<void> =>
+  ms <= 0 ? Promise.resolve() : sleep(ms, undefined, { signal }).catch(() => {});
 
 const ref = (t: Redispatch) => ({ task_id: t.task_id, agent_id: t.agent_id, attempt: t.attempt, priority: t.priority });
 
