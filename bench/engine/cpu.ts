@@ -30,6 +30,11 @@ export interface CpuUse {
   mainThread: number;
   workerThreads: number;
   helperThreads: number;
+  /**
+   * Of `helperThreads`, by thread name, most first (JITWorker: JavaScriptCore's compiler;
+   * HeapHelper, mi-scavenger: garbage collection and the allocator; Bun Pool: I/O).
+   */
+  helpersByName: [string, number][];
   /** Backends connected to the benchmark's databases. */
   postgres: number;
   /** postmaster, walwriter, checkpointer, background writer, ...: shared with the server's other users. */
@@ -137,11 +142,17 @@ export class CpuMeter {
     let mainThread = 0;
     let workerThreads = 0;
     let helperThreads = 0;
+    const helpers = new Map<string, number>();
     for (const [tid, [name, ticks]] of after.threads) {
       const d = (ticks - (before.threads.get(tid)?.[1] ?? 0)) / CLK_TCK;
       if (tid === process.pid) mainThread += d;
       else if (name === "Worker") workerThreads += d;
-      else helperThreads += d;
+      else {
+        helperThreads += d;
+        // "Bun Pool 0", "Bun Pool 1", ...: one kind of thread.
+        const kind = name.replace(/\s+\d+$/, "");
+        helpers.set(kind, (helpers.get(kind) ?? 0) + d);
+      }
     }
     return {
       wallMs: after.at - before.at,
@@ -149,6 +160,7 @@ export class CpuMeter {
       mainThread,
       workerThreads,
       helperThreads,
+      helpersByName: [...helpers].filter(([, d]) => d > 0).sort((x, y) => y[1] - x[1]),
       postgres: sum(after.postgres, before.postgres),
       postgresServer: sum(after.postgresServer, before.postgresServer),
       redis: sum(after.redis, before.redis),
