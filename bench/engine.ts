@@ -17,8 +17,9 @@
  *     `cancelled`, and DELETE -> pg_stat_activity no longer shows the statement running.
  *
  * CPU per task per process group comes from /proc; commits per task from pg_stat_database;
- * `--profile` adds pg_stat_user_tables, pg_stat_statements where the server has it loaded,
- * and pg_stat_activity samples (bench/engine/stats.ts).
+ * `--profile` adds one more burn-down round of agentq and Graphile Worker, after the measured
+ * ones and out of the ratios, with pg_stat_user_tables, pg_stat_statements where the server has
+ * it loaded, pg_stat_activity samples (bench/engine/stats.ts) and CPU profiles of agentq's threads.
  *
  * Everything runs in this process (supervisor threads, HTTP server, client, the peers'
  * workers), against its own databases (`agentq_bench_engine`, `agentq_bench_graphile`) and
@@ -116,8 +117,10 @@ const HELP = `usage: bun run bench engine [--burn N] [--burn-rounds R] [--tasks 
   --clients K      enqueue requests in flight during the end-to-end runs (default 64)
   --pickups P      one-at-a-time tasks for the pickup latency (default 200)
   --cancels K      running tasks cancelled, for each cancel measurement (default 50)
-  --profile        also sample pg_stat_activity every 10 ms during the burn-downs, and read
-                   pg_stat_user_tables (and pg_stat_statements, where the server has it loaded)
+  --profile        one more burn-down of agentq and Graphile Worker after the measured rounds, under
+                   the profilers: pg_stat_activity every 10 ms, pg_stat_user_tables and (where the
+                   server loads it) pg_stat_statements, CPU profiles of agentq's threads; the
+                   ratios come from the measured rounds only
   --only LIST      run only these scenarios (comma-separated); docs are not written then
   --no-docs        do not rewrite the "${SECTION_TITLE}" section of docs/benchmarks.md
 
@@ -260,7 +263,19 @@ interface Results {
   opts: Options;
   /** The command line's flags, for the docs. */
   args: string[];
-  burn: { agentq: BurnRow; agentqWarm: BurnRow; bull: BurnRow; graphile: BurnRow; agentqRaw: AgentqBurn; graphileRaw: GraphileBurn } | null;
+  burn: {
+    agentq: BurnRow;
+    agentqWarm: BurnRow;
+    bull: BurnRow;
+    graphile: BurnRow;
+    agentqRaw: AgentqBurn;
+    graphileRaw: GraphileBurn;
+    /**
+     * With --profile: one more burn-down of agentq and of Graphile Worker, run under the profilers
+     * after the measured rounds, so that the profilers' own cost is in none of the ratios.
+     */
+    profiled: { agentq: AgentqBurn; graphile: GraphileBurn } | null;
+  } | null;
   e2e: { agentq: E2eRow; bull: E2eRow } | null;
   latencies: Latency[];
   pgCancel: PgCancel | null;
@@ -357,7 +372,7 @@ function statementTable(statements: readonly StatementCounters[], tasks: number)
   );
 }
 
-/** The CPU profiles of agentq's threads in the median burn-down round (bench/engine/threadProfile.ts). */
+/** The CPU profiles of agentq's threads in the profiled burn-down round (bench/engine/threadProfile.ts). */
 function threadProfileLines(p: { workers: ProfileSummary; main: ProfileSummary }): string[] {
   const pct1 = (x: number) => `${(100 * x).toFixed(1)}%`;
   const part = (title: string, s: ProfileSummary) => [
@@ -370,7 +385,7 @@ function threadProfileLines(p: { workers: ProfileSummary; main: ProfileSummary }
     ...table(["function", "share"], s.byFunction.map((l) => ["`" + l.name.replaceAll("|", "\\|") + "`", pct1(l.share)])),
     "",
   ];
-  return [...part("CPU profile of agentq's worker threads, median round", p.workers), ...part("CPU profile of the main thread (supervisor, reconciler, the benchmark's own bookkeeping)", p.main)];
+  return [...part("CPU profile of agentq's worker threads, profiled round", p.workers), ...part("CPU profile of the main thread (supervisor, reconciler, the benchmark's own bookkeeping)", p.main)];
 }
 
 const cpuCells = (cpu: CpuUse, tasks: number) =>
@@ -606,12 +621,18 @@ function limitNotes(r: Results): string[] {
     `With its supervisor already running and warm (${fmtInt(WARM_ENGINE_WARMUP)} tasks run first, so each Worker VM has compiled the hot path), agentq ran ${fmtRate(w.perSecond)} tasks/s, ` +
       `**${fmtRatio(w.perSecond / b.bull.perSecond)}x** BullMQ, at ${cpuCells(w.cpu, w.tasks)} ms of CPU per task (${threadSplit(w, w.tasks)}; helpers: ${helperSplit(w.cpu, w.tasks)}).`,
   );
+  if (b.profiled) {
+    const pa = b.profiled.agentq;
+    out.push(
+      `Under the profilers (one more round, after the measured ones; the tables below come from it) agentq ran ${fmtRate(pa.perSecond)} tasks/s at ${cpuMsPerTask(pa.cpu, pa.tasks).toFixed(2)} ms of CPU per task.`,
+    );
+  }
   if (a.statements && a.statements.length > 0) {
     const exec = a.statements.reduce((n, st) => n + st.totalMs, 0);
     const tops = a.statements.slice(0, 3).map((st) => `${oneLine(st.query, 40)}... ${(st.totalMs / a.tasks).toFixed(3)} ms (${(st.rows / st.calls).toFixed(0)} rows a call)`);
     out.push(`Statement execution, per task (pg_stat_statements, waits for row locks and CPU included): ${(exec / a.tasks).toFixed(3)} ms in all; the largest: ${tops.join("; ")}.`);
   }
-  const profiles = b.agentqRaw.threadProfiles;
+  const profiles = b.profiled?.agentq.threadProfiles;
   if (profiles && profiles.workers.samples > 0)
     out.push(`The worker threads' CPU profile by area: ${profiles.workers.byArea.slice(0, 5).map((l) => `${l.name} ${(100 * l.share).toFixed(0)}%`).join(", ")} (tables below).`);
   return out;
@@ -632,7 +653,7 @@ function docsSection(r: Results): string {
     "The peers run no-op jobs.",
     "",
     `This run: \`bun run bench engine${r.args.length > 0 ? ` ${r.args.join(" ")}` : ""}\` on commit ${machine.commit}.` +
-      (opts.profile ? " `--profile` samples pg_stat_activity every 10 ms during the burn-downs (a few % of one core) and runs agentq's measured burn-down under CPU profilers (its worker threads and main thread sampled every 0.5 ms, which slows agentq a little, not the peers)." : ""),
+      (opts.profile ? " `--profile` adds one more burn-down of agentq and of Graphile Worker after the measured rounds, run under the profilers: pg_stat_activity sampled every 10 ms, pg_stat_statements and pg_stat_user_tables read around it, and for agentq CPU profiles of its worker threads and main thread (sampled every 0.5 ms). The profile tables below come from that round; the ratios do not." : ""),
     "",
     "Targets (issue 9):",
     "",
@@ -680,7 +701,7 @@ function docsSection(r: Results): string {
     lines.push(`Profile: ${r.statementsNote || "run with `--profile` for pg_stat_activity samples, per-table counters and pg_stat_statements (where loaded)"}.`, "");
     if (r.burn.agentq.activity) {
       lines.push(
-        `pg_stat_activity of agentq's backends during its median burn-down round, sampled every 10 ms (${fmtInt(r.burn.agentq.activity.samples)} samples):`,
+        `pg_stat_activity of agentq's backends during its profiled burn-down round, sampled every 10 ms (${fmtInt(r.burn.agentq.activity.samples)} samples):`,
         "",
         ...activityTable(r.burn.agentq.activity),
         "",
@@ -691,7 +712,7 @@ function docsSection(r: Results): string {
     }
     if (r.burn.agentq.tables) {
       lines.push(
-        "Per table, agentq's median round (pg_stat_user_tables, per task):",
+        "Per table, agentq's profiled round (pg_stat_user_tables, per task):",
         "",
         ...table(
           ["table", "seq scans", "index scans", "inserted", "updated (HOT)", "deleted"],
@@ -708,9 +729,9 @@ function docsSection(r: Results): string {
       );
     }
     if (r.burn.agentq.statements) {
-      lines.push("Statements, agentq's median round (pg_stat_statements; execution time, which includes waits for row locks):", "", ...statementTable(r.burn.agentq.statements, r.burn.agentq.tasks), "");
+      lines.push("Statements, agentq's profiled round (pg_stat_statements; execution time, which includes waits for row locks):", "", ...statementTable(r.burn.agentq.statements, r.burn.agentq.tasks), "");
     }
-    const profiles = r.burn.agentqRaw.threadProfiles;
+    const profiles = r.burn.profiled?.agentq.threadProfiles;
     if (profiles) lines.push(...threadProfileLines(profiles), "");
   }
   if (r.e2e) {
@@ -812,14 +833,15 @@ export async function run(args: string[]): Promise<number> {
       await bullBurnDown(bullSettings, BURN_WARMUP, "burn-warmup");
       await graphileBurnDown(gSettings, stats, BURN_WARMUP, false);
       const runs = { agentq: [] as AgentqBurn[], agentqWarm: [] as AgentqWarmBurn[], bull: [] as BurnResult[], graphile: [] as GraphileBurn[] };
+      const measured = { ...burnSettings, profile: false };
       for (let round = 1; round <= opts.burnRounds; round++) {
-        const a = await agentqBurnDown(q, burnSettings, opts.burn);
+        const a = await agentqBurnDown(q, measured, opts.burn);
         runs.agentq.push(a);
         const b = await bullBurnDown(bullSettings, opts.burn, `burn-${round}`);
         runs.bull.push(b);
-        const g = await graphileBurnDown(gSettings, stats, opts.burn, opts.profile);
+        const g = await graphileBurnDown(gSettings, stats, opts.burn, false);
         runs.graphile.push(g);
-        const w = await agentqWarmBurnDown(q, burnSettings, opts.burn);
+        const w = await agentqWarmBurnDown(q, measured, opts.burn);
         runs.agentqWarm.push(w);
         console.log(
           `burn-down round ${round}/${opts.burnRounds}: agentq ${fmtRate(a.perSecond)} tasks/s (preload ${fmtMs(a.preloadMs)}, first claim after ${fmtMs(a.firstClaimMs)}, ` +
@@ -833,9 +855,20 @@ export async function run(args: string[]): Promise<number> {
       const b = median(runs.bull);
       const g = median(runs.graphile);
       const w = median(runs.agentqWarm);
+      let profiled: { agentq: AgentqBurn; graphile: GraphileBurn } | null = null;
+      if (opts.profile) {
+        const pa = await agentqBurnDown(q, burnSettings, opts.burn);
+        const pg = await graphileBurnDown(gSettings, stats, opts.burn, true);
+        profiled = { agentq: pa, graphile: pg };
+        console.log(
+          `profiled burn-down (not in the ratios): agentq ${fmtRate(pa.perSecond)} tasks/s (${cpuMsPerTask(pa.cpu, pa.tasks).toFixed(2)} CPU ms/task), ` +
+            `Graphile Worker ${fmtRate(pg.perSecond)} jobs/s (${cpuMsPerTask(pg.cpu, pg.tasks).toFixed(2)} CPU ms/job)`,
+        );
+      }
       results.burn = {
         agentqRaw: a,
         graphileRaw: g,
+        profiled,
         agentqWarm: {
           system: "agentq, supervisor already running (warm)",
           config: `startEngine, ${opts.workers} workers x concurrency ${opts.concurrency}, after ${fmtInt(WARM_ENGINE_WARMUP)} tasks`,
@@ -866,9 +899,9 @@ export async function run(args: string[]): Promise<number> {
           db: a.db,
           redisCallsPerTask: a.redisCallsPerTask,
           note: `first claim ${fmtMs(a.firstClaimMs)} after start`,
-          tables: a.tables,
-          statements: a.statements,
-          activity: a.activity,
+          tables: profiled?.agentq.tables ?? null,
+          statements: profiled?.agentq.statements ?? null,
+          activity: profiled?.agentq.activity ?? null,
         },
         bull: {
           system: "BullMQ",
@@ -900,9 +933,9 @@ export async function run(args: string[]): Promise<number> {
           db: g.db,
           redisCallsPerTask: null,
           note: "",
-          tables: g.tables,
-          statements: g.statements,
-          activity: g.activity,
+          tables: profiled?.graphile.tables ?? null,
+          statements: profiled?.graphile.statements ?? null,
+          activity: profiled?.graphile.activity ?? null,
         },
       };
       results.statementsNote = stats.statementsNote;
@@ -981,9 +1014,9 @@ export async function run(args: string[]): Promise<number> {
         console.log("\nagentq statements (pg_stat_statements):");
         for (const l of statementTable(results.burn.agentq.statements, results.burn.agentq.tasks)) console.log(l);
       }
-      if (results.burn.agentqRaw.threadProfiles) {
+      if (results.burn.profiled?.agentq.threadProfiles) {
         console.log("");
-        for (const l of threadProfileLines(results.burn.agentqRaw.threadProfiles)) console.log(l);
+        for (const l of threadProfileLines(results.burn.profiled.agentq.threadProfiles)) console.log(l);
       }
       if (results.burn.agentq.activity) {
         console.log("\nagentq backends (pg_stat_activity samples):");
