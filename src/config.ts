@@ -67,6 +67,12 @@ export const ConfigSchema = t.Object({
   workers: t.Integer({ minimum: 0, maximum: 256 }),
   /** Tasks one worker thread runs at once (coverage work waits on PostgreSQL, not on the CPU). */
   workerConcurrency: t.Integer({ minimum: 1, maximum: 256 }),
+  /**
+   * While a worker thread runs tasks, it claims at most once per this many ms (River's fetch
+   * cooldown): a stream of single enqueues is then claimed a batch at a time, for less CPU per
+   * task, at the price of up to this much pickup latency while busy. 0 (the default): claim at once.
+   */
+  claimCooldownMs: t.Integer({ minimum: 0, maximum: 1_000 }),
   /** Run-time limit of one attempt of a task; past it the task ends `timeout`. */
   taskTimeoutMs: t.Integer({ minimum: 10 }),
   /** Claims of one task before a dead owner makes it `failed`. */
@@ -175,6 +181,7 @@ export const ENV_NAMES: Record<keyof Config, string> = {
   logLevel: "LOG_LEVEL",
   workers: "WORKERS",
   workerConcurrency: "AGENTQ_WORKER_CONCURRENCY",
+  claimCooldownMs: "AGENTQ_CLAIM_COOLDOWN_MS",
   taskTimeoutMs: "AGENTQ_TASK_TIMEOUT_MS",
   maxAttempts: "AGENTQ_MAX_ATTEMPTS",
   leaseMs: "AGENTQ_LEASE_MS",
@@ -234,6 +241,7 @@ export const DEFAULTS: Config = {
   logLevel: "info",
   workers: 2,
   workerConcurrency: 32,
+  claimCooldownMs: 0,
   taskTimeoutMs: 300_000,
   maxAttempts: 3,
   leaseMs: 30_000,
@@ -441,6 +449,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     logLevel: pick("logLevel") ?? DEFAULTS.logLevel,
     workers: num("workers"),
     workerConcurrency: num("workerConcurrency"),
+    claimCooldownMs: num("claimCooldownMs"),
     taskTimeoutMs: num("taskTimeoutMs"),
     maxAttempts: num("maxAttempts"),
     leaseMs: num("leaseMs"),

@@ -77,6 +77,10 @@ export class Actor {
    */
   private readonly settling = new Set<string>();
   private draining = false;
+  /** When this actor last claimed (performance.now()), for the claim cooldown. */
+  private lastClaimAt = Number.NEGATIVE_INFINITY;
+  /** Ends a claim cooldown early (drain). */
+  private onDrain: (() => void) | null = null;
   /** Resolves the wait for a free slot (or a drain). */
   private wake: (() => void) | null = null;
 
@@ -105,6 +109,7 @@ export class Actor {
         // Wake the blocking pop now instead of at its timeout.
         this.deps.interruptWait();
         this.notify();
+        this.onDrain?.();
         return;
       default:
         assertNever(message);
@@ -115,6 +120,7 @@ export class Actor {
   async run(): Promise<void> {
     this.port.send({ type: "ready", workerId: this.workerId });
     while (!this.draining) {
+      if (this.running.size > 0 && (await this.coolDown())) continue;
       const free = this.settings.concurrency - this.running.size;
       if (free <= 0 || this.settling.size > this.settings.concurrency) {
         await this.slotFreed();
@@ -149,6 +155,7 @@ export class Actor {
   }
 
   private async claimAndStart(popped: Popped[]) {
+    this.lastClaimAt = performance.now();
     let batch: ClaimBatch;
     try {
       batch = await this.deps.claim(popped.map((p) => p.taskId));
@@ -286,6 +293,24 @@ export class Actor {
       if (transient) this.deps.connectionLost();
       return { how: "threw", error, transient };
     }
+  }
+
+  /**
+   * The claim cooldown (settings.claimCooldownMs, off by default): while tasks run, the next
+   * claim waits until the cooldown has passed since the last one, so ids that arrive one by one
+   * meanwhile are claimed, measured and settled together. It is River's fetch cooldown: fewer,
+   * larger batches (less CPU per task under a stream of enqueues) for up to that much pickup
+   * latency while busy. An idle actor never waits. A drain ends the wait. True if it waited.
+   */
+  private async coolDown(): Promise<boolean> {
+    const left = this.lastClaimAt + this.settings.claimCooldownMs - performance.now();
+    if (this.settings.claimCooldownMs <= 0 || left <= 0) return false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const drained = new Promise<void>((resolve) => (this.onDrain = resolve));
+    await Promise.race([drained, new Promise<void>((resolve) => (timer = setTimeout(resolve, left)))]);
+    clearTimeout(timer);
+    this.onDrain = null;
+    return true;
   }
 
   private slotFreed(): Promise<void> {

@@ -166,8 +166,15 @@ async function enqueueHttp(q: Agentq, i: number): Promise<string> {
   return body.task_id;
 }
 
-export async function startAgentqEngine(q: Agentq, workers: number, concurrency: number, log: TaskLog, workerUrl?: string): Promise<Engine> {
-  const engine = await startEngine(q.runtime, { workers, concurrency, workerUrl, onFatal: (e) => console.error(`engine fatal: ${e.message}`) });
+export async function startAgentqEngine(
+  q: Agentq,
+  workers: number,
+  concurrency: number,
+  log: TaskLog,
+  workerUrl?: string,
+  claimCooldownMs?: number,
+): Promise<Engine> {
+  const engine = await startEngine(q.runtime, { workers, concurrency, workerUrl, claimCooldownMs, onFatal: (e) => console.error(`engine fatal: ${e.message}`) });
   engine.supervisor.on(log.listener);
   return engine;
 }
@@ -384,6 +391,9 @@ export interface AgentqE2e {
   enqueuedMs: number;
   perSecond: number;
   runP50Ms: number | null;
+  /** Enqueue to claim (created_at -> started_at), p50 and p99: what a claim cooldown adds. */
+  waitP50Ms: number;
+  waitP99Ms: number;
   cpu: CpuUse;
 }
 
@@ -402,12 +412,24 @@ export async function agentqHttp(q: Agentq, log: TaskLog, tasks: number, clients
   const cpu = meter.stop();
   const other = tasks - log.count("completed");
   if (other > 0) throw new Error(`${other} agentq tasks did not complete (HTTP)`);
-  const [row] = await q.runtime.database.sql<{ completed: number; total: number; run_p50: number | null }[]>`
+  const [row] = await q.runtime.database.sql<{ completed: number; total: number; run_p50: number | null; wait_p50: number; wait_p99: number }[]>`
     select count(*) filter (where status = 'completed')::int as completed, count(*)::int as total,
-           percentile_cont(0.5) within group (order by extract(epoch from completed_at - started_at) * 1000) as run_p50
+           percentile_cont(0.5) within group (order by extract(epoch from completed_at - started_at) * 1000) as run_p50,
+           percentile_cont(0.5) within group (order by extract(epoch from started_at - created_at) * 1000) as wait_p50,
+           percentile_cont(0.99) within group (order by extract(epoch from started_at - created_at) * 1000) as wait_p99
     from background_tasks`;
   if (row?.completed !== tasks || row.total !== tasks) throw new Error(`expected ${tasks} completed rows, found ${row?.completed} of ${row?.total}`);
-  return { tasks, peakInFlight: log.peakRunning, wallMs, enqueuedMs, perSecond: tasks / (wallMs / 1000), runP50Ms: row.run_p50 === null ? null : Number(row.run_p50), cpu };
+  return {
+    tasks,
+    peakInFlight: log.peakRunning,
+    wallMs,
+    enqueuedMs,
+    perSecond: tasks / (wallMs / 1000),
+    runP50Ms: row.run_p50 === null ? null : Number(row.run_p50),
+    waitP50Ms: Number(row.wait_p50),
+    waitP99Ms: Number(row.wait_p99),
+    cpu,
+  };
 }
 
 export async function agentqWarmup(q: Agentq, log: TaskLog, n: number): Promise<void> {

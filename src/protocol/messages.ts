@@ -18,6 +18,8 @@ export interface WorkerSettings {
   leaseMs: number;
   /** Tasks the actor runs at once; it never holds more ids than it has free slots. */
   concurrency: number;
+  /** While it runs tasks, the actor claims at most once per this many ms (0: at once; src/config.ts). */
+  claimCooldownMs: number;
   /** How long one blocking pop waits before checking for a drain. */
   popTimeoutSeconds: number;
 }

@@ -34,6 +34,8 @@ export interface EngineOptions {
   workers: number;
   /** Tasks each worker thread runs at once (default: config.workerConcurrency). */
   concurrency?: number;
+  /** Claim cooldown of the actors while they run tasks (default: config.claimCooldownMs). */
+  claimCooldownMs?: number;
   workerUrl?: string;
   onFatal?: (error: Error) => void;
   /** Run the reconciler's periodic pass (default true; tests of a lost dispatch turn it off). */
@@ -60,6 +62,7 @@ export async function startEngine(runtime: Omit<Runtime, "close">, options: Engi
     logger,
     workers: options.workers,
     concurrency: options.concurrency,
+    claimCooldownMs: options.claimCooldownMs,
     workerUrl: options.workerUrl,
     onFatal: options.onFatal,
     spawnStaggerMs: options.spawnStaggerMs ?? 25,

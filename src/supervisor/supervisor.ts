@@ -47,6 +47,8 @@ export interface SupervisorOptions {
   workers: number;
   /** Tasks per worker thread (default: config.workerConcurrency). */
   concurrency?: number;
+  /** Claim cooldown of its actors while they run tasks (default: config.claimCooldownMs). */
+  claimCooldownMs?: number;
   /** Worker script; tests pass fixture actors that crash, hang or ignore cancels. */
   workerUrl?: string;
   id?: string;
@@ -108,6 +110,7 @@ export class Supervisor {
       defaultTargetDocuments: c.defaultTargetDocuments,
       leaseMs: c.leaseMs,
       concurrency: this.concurrency,
+      claimCooldownMs: options.claimCooldownMs ?? c.claimCooldownMs,
       popTimeoutSeconds: options.popTimeoutSeconds ?? 1,
     };
     this.pool = new WorkerPool(

@@ -18,6 +18,7 @@ export function actorSettings(c: Config, concurrency: number): WorkerSettings {
     defaultTargetDocuments: c.defaultTargetDocuments,
     leaseMs: 60_000,
     concurrency,
+    claimCooldownMs: 0,
     popTimeoutSeconds: 0.2,
   };
 }

@@ -70,8 +70,9 @@ function startActor(
   concurrency: number,
   onMessage?: (m: WorkerMessage, actor: Actor) => void,
   override: (deps: OpenActorDeps) => Partial<ActorDeps> = () => ({}),
+  settingsOverride: Partial<WorkerSettings> = {},
 ): Harness {
-  const settings = actorSettings(ctx.config, concurrency);
+  const settings = { ...actorSettings(ctx.config, concurrency), ...settingsOverride };
   const workerId = `test-actor-${uuid().slice(0, 8)}`;
   const deps = openActorDeps(workerId, settings);
   const claims: string[][] = [];
@@ -372,6 +373,68 @@ test("a slot is free once its handler returns: the next task is claimed and run 
     releaseFirst();
     await h.next(isFor("completed", first!));
     expect((await row(first!)).status).toBe("completed");
+  } finally {
+    await h.stop();
+  }
+});
+
+test("a claim cooldown: ids that arrive while the actor runs a task wait out the cooldown and are claimed in one statement; an idle actor claims at once; a drain ends the wait", async () => {
+  const cooldownMs = 800;
+  // Agents first, so that the refreshes below go out back to back.
+  const agents = await Promise.all(Array.from({ length: 5 }, async () => (await postAgent(ctx, { taxonomy_node_ids: [root] })).agent_id));
+  const refresh = async (agent: string) => {
+    const res = await ctx.request("POST", `agents/${agent}/coverage/refresh`, { body: {} });
+    expect(res.status).toBe(202);
+    return res.body.task_id as string;
+  };
+  const gate = gated();
+  const h = startActor(gate.handler, 8, undefined, () => ({}), { claimCooldownMs: cooldownMs });
+  let stopped = false;
+  try {
+    await h.next((m) => m.type === "ready");
+    // Idle: the blocking pop's id is claimed at once, whatever the cooldown.
+    const sent = performance.now();
+    const first = await refresh(agents[0]!);
+    await h.next(isFor("started", first));
+    expect(performance.now() - sent).toBeLessThan(cooldownMs);
+    const firstClaimAt = performance.now();
+    // Busy: three more arrive one by one; none is claimed before the cooldown has passed.
+    const later = await Promise.all(agents.slice(1, 4).map(refresh));
+    const started = await Promise.all(later.map((id) => h.next(isFor("started", id)).then(() => performance.now())));
+    for (const at of started) expect(at - firstClaimAt).toBeGreaterThanOrEqual(cooldownMs - 50);
+    expect(h.claims.length).toBe(2);
+    expect(h.claims[1]!.sort()).toEqual([...later].sort());
+    gate.open([first, ...later]);
+    for (const id of [first, ...later]) await h.next(isFor("completed", id));
+    // A drain while the actor waits out a cooldown ends the wait at once: once its task is done it
+    // reports drained, long before the cooldown would have passed.
+    const last = await refresh(agents[4]!);
+    await h.next(isFor("started", last));
+    const asked = performance.now();
+    stopped = true;
+    const stopping = h.stop();
+    gate.open([last]);
+    await stopping;
+    expect(h.messages.at(-1)).toEqual({ type: "drained" });
+    expect(performance.now() - asked).toBeLessThan(cooldownMs / 2);
+  } finally {
+    if (!stopped) await h.stop();
+  }
+});
+
+test("without a cooldown (the default) the same arrivals are claimed as they come", async () => {
+  const gate = gated();
+  const h = startActor(gate.handler, 8);
+  try {
+    await h.next((m) => m.type === "ready");
+    const [first] = await enqueue(1);
+    await h.next(isFor("started", first!));
+    const [second] = await enqueue(1);
+    await h.next(isFor("started", second!));
+    // The second was claimed on its own, while the first still ran.
+    expect(h.claims).toEqual([[first!], [second!]]);
+    gate.open([first!, second!]);
+    for (const id of [first!, second!]) await h.next(isFor("completed", id));
   } finally {
     await h.stop();
   }

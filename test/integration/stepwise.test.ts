@@ -89,6 +89,7 @@ test("the coverage_refresh handler measures the task's agent, step by step when 
       redisPrefix: ctx.config.redisPrefix,
       leaseMs: 1000,
       concurrency: 1,
+      claimCooldownMs: 0,
     popTimeoutSeconds: 1,
       ...settings,
     },

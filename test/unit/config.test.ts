@@ -33,6 +33,12 @@ describe("loadConfig", () => {
     expect(config.workers).toBe(4);
   });
 
+  test("the claim cooldown is off by default, read from AGENTQ_CLAIM_COOLDOWN_MS, and bounded to 0..1000 ms", () => {
+    expect(loadConfig({}).claimCooldownMs).toBe(0);
+    expect(loadConfig({ AGENTQ_CLAIM_COOLDOWN_MS: "25" }).claimCooldownMs).toBe(25);
+    for (const bad of ["-1", "1001", "soon"]) expect(() => loadConfig({ AGENTQ_CLAIM_COOLDOWN_MS: bad })).toThrow("AGENTQ_CLAIM_COOLDOWN_MS");
+  });
+
   test("names every invalid variable in one error", () => {
     let error: unknown;
     try {

@@ -26,6 +26,7 @@ const settings: WorkerSettings = {
   defaultTargetDocuments: 10,
   leaseMs: 1000,
   concurrency: 1,
+  claimCooldownMs: 0,
   popTimeoutSeconds: 1,
 };
 
