@@ -30,8 +30,13 @@ export class Dispatcher {
   async dispatch(tasks: readonly Dispatchable[]): Promise<void> {
     if (tasks.length === 0) return;
     const pipeline = this.redis.pipeline();
-    for (const t of tasks) pipeline.zadd(this.keys.queue(t.priority), "NX", t.score, t.taskId);
+    this.append(pipeline, tasks);
     await execOrThrow(pipeline);
+  }
+
+  /** The ZADDs of `dispatch`, added to a pipeline of the caller's (src/queue/placement.ts): one command per task. */
+  append(pipeline: ReturnType<RedisClient["pipeline"]>, tasks: readonly Dispatchable[]): void {
+    for (const t of tasks) pipeline.zadd(this.keys.queue(t.priority), "NX", t.score, t.taskId);
   }
 
   async remove(taskId: string, priority: Priority): Promise<boolean> {

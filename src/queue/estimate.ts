@@ -78,8 +78,16 @@ export class QueueEstimator {
    * reply: the script sees the ZADD and the request still costs one round trip.
    */
   async read(task: { taskId: string; priority: Priority } | null, samples: number): Promise<QueueSnapshot> {
-    const k = this.keys;
     const pipeline = this.redis.pipeline();
+    this.append(pipeline, task, samples);
+    const [error, reply] = (await pipeline.exec())?.[0] ?? [new Error("queue estimate: the pipeline was discarded"), null];
+    if (error) throw error;
+    return this.decode(reply);
+  }
+
+  /** Adds the one script to a pipeline of the caller's (src/queue/placement.ts); `decode` reads its reply. */
+  append(pipeline: Pipeline, task: { taskId: string; priority: Priority } | null, samples: number): void {
+    const k = this.keys;
     (pipeline as unknown as Record<string, EstimateCommand>)[COMMAND]!(
       ...k.queues,
       k.runtimes,
@@ -88,8 +96,9 @@ export class QueueEstimator {
       task ? PRIORITIES.indexOf(task.priority) + 1 : 1,
       samples,
     );
-    const [error, reply] = (await pipeline.exec())?.[0] ?? [new Error("queue estimate: the pipeline was discarded"), null];
-    if (error) throw error;
+  }
+
+  decode(reply: unknown): QueueSnapshot {
     const [position, rawSamples, flatCapacity] = reply as ScriptReply;
     return {
       position: position > 0 ? position : null,
@@ -98,6 +107,8 @@ export class QueueEstimator {
     };
   }
 }
+
+type Pipeline = ReturnType<RedisClient["pipeline"]>;
 
 /** Sums the entries `{"workers","busy","expires"}` whose heartbeat has not expired; malformed ones are ignored. */
 function liveCapacity(flat: readonly string[], now: number): { workers: number; busy: number } {

@@ -11,6 +11,7 @@ import { getTaskWithAttempts, type TaskAttempt } from "../db/tasks/attempts.ts";
 import { requestCancel } from "../db/tasks/cancel.ts";
 import type { InsertOutcome } from "../db/tasks/enqueue.ts";
 import { TaskInsertBatcher } from "./insertBatcher.ts";
+import { PlacementBatcher } from "./placementBatcher.ts";
 import { isForeignKeyViolation } from "../db/errors.ts";
 import { isTerminal, newTaskId, type Priority, type TaskStatus } from "../core/tasks.ts";
 import { AppError, notFound } from "../core/errors.ts";
@@ -19,6 +20,7 @@ import { Dispatcher } from "../queue/dispatch.ts";
 import { publishCancel } from "../queue/cancelBus.ts";
 import { queueKeys, type QueueKeys } from "../queue/keys.ts";
 import { QueueEstimator, type QueueSnapshot } from "../queue/estimate.ts";
+import type { Placed } from "../queue/placement.ts";
 import { createMetrics, type Metrics } from "../metrics/registry.ts";
 import { TaskTelemetry } from "../metrics/taskEvents.ts";
 import type { TaskEventPublisher } from "../queue/taskEvents.ts";
@@ -69,6 +71,8 @@ export class TaskService {
   private readonly telemetry: TaskTelemetry;
   /** New tasks are written by group commit (src/tasks/insertBatcher.ts). */
   readonly inserter: TaskInsertBatcher;
+  /** ...and then dispatched and estimated by group commit too, one pipeline per batch (src/tasks/placementBatcher.ts). */
+  readonly placer: PlacementBatcher;
 
   constructor(
     private readonly deps: {
@@ -85,6 +89,7 @@ export class TaskService {
     this.dispatcher = new Dispatcher(deps.redis, this.keys);
     this.estimator = new QueueEstimator(deps.redis, this.keys);
     this.inserter = new TaskInsertBatcher(deps.database.db);
+    this.placer = new PlacementBatcher(deps.redis, this.dispatcher, this.estimator, RUNTIME_SAMPLES);
     this.telemetry = new TaskTelemetry(deps.metrics ?? createMetrics({}, { processMetrics: false }), deps.logger);
   }
 
@@ -122,15 +127,21 @@ export class TaskService {
     }
     const { task, created } = inserted;
     if (created) this.announceNew([task], options.requestId);
-    // Issued together so they share one Redis round trip: the dispatch's ZADD goes out first and the
-    // estimate's one script right behind it on the same connection, so the script sees the ZADD.
-    const dispatched = created
-      ? this.dispatcher
-          .dispatch([{ taskId: task.task_id, priority: task.priority, score: Date.parse(task.created_at) }])
-          .catch((error) => logger.warn({ task_id: task.task_id, err: error }, "dispatch failed; the reconciler will dispatch the task"))
-      : Promise.resolve();
-    const [view] = await Promise.all([this.decorate(task), dispatched]);
-    return { task: view, created };
+    // The ZADD and the estimate's script in one pipeline, shared with the other requests of the
+    // same INSERT batch: the script runs after the ZADD, so it sees the task's place.
+    if (isTerminal(task.status)) return { task: this.viewOf(task, null), created };
+    let placed: Placed;
+    try {
+      placed = await this.placer.place({
+        dispatch: created ? { taskId: task.task_id, priority: task.priority, score: Date.parse(task.created_at) } : null,
+        position: task.status === "pending" ? { taskId: task.task_id, priority: task.priority } : null,
+      });
+    } catch (error) {
+      placed = { dispatchError: created ? error : null, snapshot: null, estimateError: error };
+    }
+    if (placed.dispatchError) logger.warn({ task_id: task.task_id, err: placed.dispatchError }, "dispatch failed; the reconciler will dispatch the task");
+    if (placed.estimateError) logger.warn({ task_id: task.task_id, err: placed.estimateError }, "queue position unavailable");
+    return { task: this.viewOf(task, placed.snapshot), created };
   }
 
   /** Request-time half of the SSRF guard (the sender checks again at delivery time). */
@@ -275,15 +286,21 @@ export class TaskService {
 
   /** Queue position and completion estimate: one Redis round trip (src/queue/estimate.ts). */
   private async decorate(task: TaskRecord): Promise<TaskView> {
-    if (isTerminal(task.status)) return { ...task, queue_position: null, estimated_completion_at: null };
+    if (isTerminal(task.status)) return this.viewOf(task, null);
     let snapshot: QueueSnapshot;
     try {
       snapshot = await this.estimator.read(task.status === "pending" ? { taskId: task.task_id, priority: task.priority } : null, RUNTIME_SAMPLES);
     } catch (error) {
       // Redis unreachable: the task itself is known (PostgreSQL); only the estimates are not.
       this.deps.logger.warn({ task_id: task.task_id, err: error }, "queue position unavailable");
-      return { ...task, queue_position: null, estimated_completion_at: null };
+      return this.viewOf(task, null);
     }
+    return this.viewOf(task, snapshot);
+  }
+
+  /** The task with its position and estimate from `snapshot`; none of either without one (terminal, or Redis unreachable). */
+  private viewOf(task: TaskRecord, snapshot: QueueSnapshot | null): TaskView {
+    if (!snapshot || isTerminal(task.status)) return { ...task, queue_position: null, estimated_completion_at: null };
     const { position, runtimesMs: samples } = snapshot;
     const runtimeMs = samples.length === 0 ? DEFAULT_RUNTIME_MS : samples.reduce((a, b) => a + b, 0) / samples.length;
     const workers = Math.max(1, snapshot.capacity.workers);

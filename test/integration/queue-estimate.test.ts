@@ -117,6 +117,35 @@ describe("one Redis round trip for position and ETA", () => {
   });
 });
 
+describe("a burst of enqueues shares its pipelines", () => {
+  test("refreshes whose INSERT was group-committed together send their ZADDs and estimates in one pipeline, not two each; each still sees its own place", async () => {
+    const agents = await Promise.all(Array.from({ length: 12 }, () => newAgent()));
+    const redis = ctx.redis as Redis;
+    const original = redis.pipeline;
+    let pipelines = 0;
+    redis.pipeline = function (this: Redis, ...a: Parameters<Redis["pipeline"]>) {
+      pipelines++;
+      return original.apply(this, a);
+    } as typeof redis.pipeline;
+    let answers: { status: number; body: { task_id: string; queue_position: number | null } }[];
+    try {
+      answers = await Promise.all(agents.map((a) => ctx.request("POST", `agents/${a}/coverage/refresh`, { body: { priority: "low" } })));
+    } finally {
+      redis.pipeline = original;
+    }
+    for (const a of answers) expect(a.status).toBe(202);
+    // Two pipelines per request before; now at most two per INSERT statement (a lone first one,
+    // then the rest), and concurrent requests share INSERT statements.
+    expect(pipelines).toBeLessThan(agents.length);
+    // Every task is queued, and each answer's position is its own: distinct, among the queued.
+    const positions = answers.map((a) => a.body.queue_position);
+    expect(new Set(positions).size).toBe(agents.length);
+    for (const p of positions) expect(p).toBeGreaterThanOrEqual(1);
+    for (const a of answers) expect(await ctx.redis.zscore(keys().queue("low"), a.body.task_id)).not.toBeNull();
+    for (const a of answers) await ctx.request("DELETE", `tasks/${a.body.task_id}`);
+  });
+});
+
 describe("the figures from the one script", () => {
   const clear = async () => {
     await ctx.redis.del(...keys().queues, keys().runtimes, keys().capacity);
