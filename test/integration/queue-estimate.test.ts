@@ -146,6 +146,27 @@ describe("a burst of enqueues shares its pipelines", () => {
   });
 });
 
+describe("when Redis refuses the placement", () => {
+  test("a command's error is that request's alone: the task is still recorded and answered 202, without a position", async () => {
+    const agentId = await newAgent();
+    // A queue key of the wrong type makes both the ZADD and the script's ZRANK fail.
+    await ctx.redis.set(keys().queue("medium"), "not a sorted set");
+    try {
+      const res = await ctx.request("POST", `agents/${agentId}/coverage/refresh`, { body: { priority: "medium" } });
+      expect(res.status).toBe(202);
+      expect(res.body.status).toBe("pending");
+      expect(res.body.queue_position).toBeNull();
+      expect(res.body.estimated_completion_at).toBeNull();
+      // PostgreSQL has it (the reconciler dispatches it once Redis takes it again).
+      const [row] = await ctx.database.db.execute<{ status: string }>(sql`select status from background_tasks where task_id = ${res.body.task_id}`);
+      expect(row?.status).toBe("pending");
+      await ctx.request("DELETE", `tasks/${res.body.task_id}`);
+    } finally {
+      await ctx.redis.del(keys().queue("medium"));
+    }
+  });
+});
+
 describe("the figures from the one script", () => {
   const clear = async () => {
     await ctx.redis.del(...keys().queues, keys().runtimes, keys().capacity);
