@@ -23,11 +23,6 @@ export class PlacementBatcher {
     );
   }
 
-  /** Pipelines sent and placements in them, for tests and benchmarks. */
-  get stats() {
-    return { pipelines: this.committer.stats.writes, placements: this.committer.stats.items };
-  }
-
   place(placement: Placement): Promise<Placed> {
     return this.committer.submit(placement);
   }
