@@ -256,6 +256,19 @@ interface E2eRow {
   cpu: CpuUse;
 }
 
+/** An agentq end-to-end row: its median round, every round's rate, and the enqueue -> claim wait. */
+function agentqE2eRow(system: string, opts: Options, runs: AgentqE2e[]): E2eRow {
+  const x = median(runs);
+  return {
+    system,
+    clients: opts.clients,
+    inFlight: opts.workers * opts.concurrency,
+    rounds: runs.map((r) => r.perSecond),
+    ...x,
+    wait: { p50: x.waitP50Ms, p99: x.waitP99Ms },
+  };
+}
+
 /** The run with the median rate (the lower middle one for an even count). */
 function median<T extends { perSecond: number }>(runs: T[]): T {
   const sorted = [...runs].sort((a, b) => a.perSecond - b.perSecond);
@@ -955,7 +968,6 @@ export async function run(args: string[]): Promise<number> {
     // --- End to end over HTTP, and pickup: the production worker; BullMQ's no-op workers beside it.
     // Whichever system is not being measured is idle (blocked in its pop), not stopped.
     if (opts.only.has("http") || opts.only.has("pickup")) {
-      let cooldownRow: ((runs: AgentqE2e[]) => E2eRow) | null = null;
       engine = await startAgentqEngine(q, opts.workers, opts.concurrency, log);
       await agentqWarmup(q, log, WARMUP);
       bull = await BullNoop.start(bullSettings, 2 * WARMUP);
@@ -968,23 +980,13 @@ export async function run(args: string[]): Promise<number> {
           runs.bull.push(b);
           console.log(`end-to-end round ${round}/${opts.rounds}: agentq HTTP ${fmtRate(h.perSecond)} tasks/s, BullMQ Queue.add ${fmtRate(b.perSecond)} jobs/s`);
         }
-        const h = median(runs.agentq);
         const b = median(runs.bull);
-        const agentqRow = (system: string, runs: AgentqE2e[], x: AgentqE2e): E2eRow => ({
-          system,
-          clients: opts.clients,
-          inFlight,
-          rounds: runs.map((r) => r.perSecond),
-          ...x,
-          wait: { p50: x.waitP50Ms, p99: x.waitP99Ms },
-        });
         results.e2e = {
-          agentq: agentqRow("agentq, HTTP (POST .../coverage/refresh?force=true)", runs.agentq, h),
+          agentq: agentqE2eRow("agentq, HTTP (POST .../coverage/refresh?force=true)", opts, runs.agentq),
           // Filled in below, once the engine with a cooldown has run the same load.
           agentqCooldown: null,
           bull: { system: "BullMQ, Queue.add", clients: opts.clients, inFlight, rounds: runs.bull.map((x) => x.perSecond), runP50Ms: null, wait: null, ...b },
         };
-        cooldownRow = (runs) => agentqRow(`agentq, HTTP, claim cooldown ${BENCH_CLAIM_COOLDOWN_MS} ms (AGENTQ_CLAIM_COOLDOWN_MS)`, runs, median(runs));
       }
       if (opts.only.has("pickup")) {
         console.log(`pickup latency, ${opts.pickups} tasks one at a time, agentq then BullMQ ...`);
@@ -1002,14 +1004,14 @@ export async function run(args: string[]): Promise<number> {
       // The same HTTP load and the same pickups with a claim cooldown: what it buys and what it costs.
       engine = await startAgentqEngine(q, opts.workers, opts.concurrency, log, undefined, BENCH_CLAIM_COOLDOWN_MS);
       await agentqWarmup(q, log, WARMUP);
-      if (results.e2e && cooldownRow) {
+      if (results.e2e) {
         const runs: AgentqE2e[] = [];
         for (let round = 1; round <= opts.rounds; round++) {
           const h = await agentqHttp(q, log, opts.tasks, opts.clients);
           runs.push(h);
           console.log(`end-to-end round ${round}/${opts.rounds}, claim cooldown ${BENCH_CLAIM_COOLDOWN_MS} ms: agentq HTTP ${fmtRate(h.perSecond)} tasks/s`);
         }
-        results.e2e.agentqCooldown = cooldownRow(runs);
+        results.e2e.agentqCooldown = agentqE2eRow(`agentq, HTTP, claim cooldown ${BENCH_CLAIM_COOLDOWN_MS} ms (AGENTQ_CLAIM_COOLDOWN_MS)`, opts, runs);
       }
       if (opts.only.has("pickup")) {
         const pickup = await agentqPickup(q, log, opts.pickups);

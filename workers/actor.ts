@@ -79,8 +79,6 @@ export class Actor {
   private draining = false;
   /** When this actor last claimed (performance.now()), for the claim cooldown. */
   private lastClaimAt = Number.NEGATIVE_INFINITY;
-  /** Ends a claim cooldown early (drain). */
-  private onDrain: (() => void) | null = null;
   /** Resolves the wait for a free slot (or a drain). */
   private wake: (() => void) | null = null;
 
@@ -109,7 +107,6 @@ export class Actor {
         // Wake the blocking pop now instead of at its timeout.
         this.deps.interruptWait();
         this.notify();
-        this.onDrain?.();
         return;
       default:
         assertNever(message);
@@ -303,13 +300,14 @@ export class Actor {
    * latency while busy. An idle actor never waits. A drain ends the wait. True if it waited.
    */
   private async coolDown(): Promise<boolean> {
-    const left = this.lastClaimAt + this.settings.claimCooldownMs - performance.now();
-    if (this.settings.claimCooldownMs <= 0 || left <= 0) return false;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const drained = new Promise<void>((resolve) => (this.onDrain = resolve));
-    await Promise.race([drained, new Promise<void>((resolve) => (timer = setTimeout(resolve, left)))]);
-    clearTimeout(timer);
-    this.onDrain = null;
+    const until = this.lastClaimAt + this.settings.claimCooldownMs;
+    if (this.settings.claimCooldownMs <= 0 || until <= performance.now()) return false;
+    // Woken by every freed slot too; only the time or a drain ends the wait.
+    for (let left = until - performance.now(); left > 0 && !this.draining; left = until - performance.now()) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([this.slotFreed(), new Promise<void>((resolve) => (timer = setTimeout(resolve, left)))]);
+      clearTimeout(timer);
+    }
     return true;
   }
 

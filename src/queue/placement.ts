@@ -31,12 +31,13 @@ export async function placeAndEstimate(
     if (p.dispatch) dispatcher.append(pipeline, [p.dispatch]);
     estimator.append(pipeline, p.position, samples);
   }
-  const replies = (await pipeline.exec()) ?? [];
-  const discarded = new Error("queue placement: the pipeline was discarded");
+  const replies = await pipeline.exec();
+  // Discarded as a whole: every request of the batch fails, as on a lost connection.
+  if (!replies) throw new Error("queue placement: the pipeline was discarded");
   let i = 0;
   return placements.map((p) => {
-    const dispatchError = p.dispatch ? (replies[i++]?.[0] ?? (replies.length === 0 ? discarded : null)) : null;
-    const [estimateError, reply] = replies[i++] ?? [discarded, null];
+    const dispatchError = p.dispatch ? replies[i++]![0] : null;
+    const [estimateError, reply] = replies[i++]!;
     if (estimateError) return { dispatchError, snapshot: null, estimateError };
     return { dispatchError, snapshot: estimator.decode(reply), estimateError: null };
   });

@@ -101,7 +101,7 @@ export class TaskService {
     agentId: string,
     options: { priority: Priority; webhookUrl: string | null; force: boolean; requestId?: string },
   ): Promise<{ task: TaskView; created: boolean }> {
-    const { config, logger } = this.deps;
+    const { config } = this.deps;
     // The feature flag: checked before anything is written.
     if (!config.backgroundRefreshEnabled)
       throw new AppError(
@@ -127,21 +127,30 @@ export class TaskService {
     }
     const { task, created } = inserted;
     if (created) this.announceNew([task], options.requestId);
-    // The ZADD and the estimate's script in one pipeline, shared with the other requests of the
-    // same INSERT batch: the script runs after the ZADD, so it sees the task's place.
-    if (isTerminal(task.status)) return { task: this.viewOf(task, null), created };
+    return { task: await this.place(task, created), created };
+  }
+
+  /**
+   * The Redis half of a new (or deduplicated) task: its ZADD when `dispatch`, and its position and
+   * estimate, in one pipeline shared with the other requests of the same INSERT batch; the script
+   * runs after the ZADD, so it sees the task's place. Redis failing loses neither: the reconciler
+   * dispatches the task later, and the answer has no position.
+   */
+  private async place(task: TaskRecord, dispatch: boolean): Promise<TaskView> {
+    if (isTerminal(task.status)) return this.viewOf(task, null);
     let placed: Placed;
     try {
       placed = await this.placer.place({
-        dispatch: created ? { taskId: task.task_id, priority: task.priority, score: Date.parse(task.created_at) } : null,
+        dispatch: dispatch ? { taskId: task.task_id, priority: task.priority, score: Date.parse(task.created_at) } : null,
         position: task.status === "pending" ? { taskId: task.task_id, priority: task.priority } : null,
       });
     } catch (error) {
-      placed = { dispatchError: created ? error : null, snapshot: null, estimateError: error };
+      placed = { dispatchError: dispatch ? error : null, snapshot: null, estimateError: error };
     }
+    const { logger } = this.deps;
     if (placed.dispatchError) logger.warn({ task_id: task.task_id, err: placed.dispatchError }, "dispatch failed; the reconciler will dispatch the task");
     if (placed.estimateError) logger.warn({ task_id: task.task_id, err: placed.estimateError }, "queue position unavailable");
-    return { task: this.viewOf(task, placed.snapshot), created };
+    return this.viewOf(task, placed.snapshot);
   }
 
   /** Request-time half of the SSRF guard (the sender checks again at delivery time). */
@@ -198,10 +207,8 @@ export class TaskService {
       throw new AppError("conflict", `task ${taskId} was already retried${outcome.by ? ` by ${outcome.by}` : ""}`, { id: taskId, retried_by: outcome.by });
     const { task } = outcome;
     this.announceNew([task], options.requestId);
-    // As for a refresh: the ZADD goes out first, the estimate's script right behind it, one round trip.
-    const dispatched = this.dispatchNew([{ taskId: task.task_id, priority: task.priority, score: Date.parse(task.created_at) }]);
-    const [view] = await Promise.all([this.decorate(task), dispatched]);
-    return view;
+    // As for a refresh: the ZADD and the estimate's script in one pipeline.
+    return this.place(task, true);
   }
 
   /**
